@@ -1,0 +1,104 @@
+"""The wire contract of wecom-card-worker: commands, results and every rule of the seed.
+
+Imports msgspec and the standard library only, so upstream services can build
+and check commands with the same Structs the worker decodes::
+
+    from contracts import decode_command, CommandInvalid
+
+    try:
+        command = decode_command(body)          # JSON bytes
+    except CommandInvalid as error:
+        print(error.path, error.message)
+"""
+
+from contracts.cards import (
+    ActionItem,
+    ActionMenu,
+    Button,
+    ButtonInteractionCard,
+    ButtonSelection,
+    CardAction,
+    CardImage,
+    Checkbox,
+    CheckboxOption,
+    EmphasisContent,
+    HorizontalContent,
+    ImageTextArea,
+    JumpItem,
+    MainTitle,
+    MultipleInteractionCard,
+    NewsNoticeCard,
+    QuoteArea,
+    Select,
+    SelectOption,
+    Source,
+    SubmitButton,
+    TemplateCard,
+    TextNoticeCard,
+    VerticalContent,
+    VoteInteractionCard,
+)
+from contracts.codec import (
+    BodyFormat,
+    decode_command,
+    decode_result,
+    encode_command,
+    encode_request,
+    encode_result,
+    peek_command_id,
+    validate_command,
+)
+from contracts.command import Command
+from contracts.request import ButtonReplacement, UpdateTemplateCardRequest
+from contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
+from contracts.schema import message_schema, schema_text
+from contracts.violations import CommandInvalid, Violation, ViolationKind
+
+__all__ = [
+    "STATUSES",
+    "ActionItem",
+    "ActionMenu",
+    "BodyFormat",
+    "Button",
+    "ButtonInteractionCard",
+    "ButtonReplacement",
+    "ButtonSelection",
+    "CardAction",
+    "CardImage",
+    "Checkbox",
+    "CheckboxOption",
+    "Command",
+    "CommandInvalid",
+    "EmphasisContent",
+    "ErrorCode",
+    "HorizontalContent",
+    "ImageTextArea",
+    "JumpItem",
+    "MainTitle",
+    "MultipleInteractionCard",
+    "NewsNoticeCard",
+    "QuoteArea",
+    "Result",
+    "ResultError",
+    "Select",
+    "SelectOption",
+    "Source",
+    "Status",
+    "SubmitButton",
+    "TemplateCard",
+    "TextNoticeCard",
+    "UpdateTemplateCardRequest",
+    "VerticalContent",
+    "Violation",
+    "ViolationKind",
+    "VoteInteractionCard",
+    "decode_command",
+    "decode_result",
+    "encode_command",
+    "encode_request",
+    "encode_result",
+    "message_schema",
+    "peek_command_id",
+    "schema_text",
+    "validate_command",
+]
