@@ -39,7 +39,7 @@ class Violation:
         return f"{self.path or '(body)'}: {self.message}"
 
 
-class CommandInvalid(ValueError):  # noqa: N818 - reads as a verdict: "command invalid"
+class CommandInvalid(ValueError):
     """The command breaks the contract or the seed's rules; nothing may be sent.
 
     ``violations`` holds every broken rule found, the leading one first.

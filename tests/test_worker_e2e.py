@@ -1,0 +1,464 @@
+"""The worker as a process against a real RabbitMQ and the WeCom simulator: every status, and
+what happens across redeliveries, crashes, broker restarts and shutdowns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import msgspec
+import pytest
+
+from contracts import decode_result
+from simulator import App as SimApp
+from simulator import Fault, RunningSimulator, SimulatorConfig, run_simulator
+from tests.services import RabbitMQNode
+from tests.worker_process import AGENT, CORP, SECRET, Upstream, WorkerProcess, command
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@dataclass
+class Stack:
+    """A simulator, the broker, and a way to start workers on this test's queues."""
+
+    sim: RunningSimulator
+    amqp_url: str
+    tmp: Path
+    prefix: str
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    async def worker(self, **env: str) -> WorkerProcess:
+        """Start a worker (in a thread, so the in-process simulator keeps serving)."""
+        worker = WorkerProcess(
+            amqp_url=self.amqp_url,
+            api_base=self.sim.url,
+            state_dir=self.tmp / "state",
+            queue_prefix=self.prefix,
+            extra_env=env,
+        )
+        self.workers.append(worker)
+        await asyncio.to_thread(worker.start)
+        return worker
+
+    def upstream(self) -> Upstream:
+        """An upstream service's connection."""
+        return Upstream(
+            self.amqp_url, WorkerProcess(self.amqp_url, "", self.tmp, self.prefix).queues
+        )
+
+
+@pytest.fixture
+async def stack(amqp_url: str, tmp_path: Path, queue_prefix: str) -> AsyncIterator[Stack]:
+    """The simulator in this process, on port 0, with the e2e app; workers stopped afterwards."""
+    config = SimulatorConfig(apps=(SimApp(CORP, AGENT, SECRET),))
+    async with run_simulator(config) as sim:
+        stack = Stack(sim=sim, amqp_url=amqp_url, tmp=tmp_path, prefix=queue_prefix)
+        try:
+            yield stack
+        finally:
+            for worker in stack.workers:
+                worker.close()
+
+
+def accepted(sim: RunningSimulator, code: str) -> int:
+    """How often the simulator accepted (spent) a code."""
+    return sim.state.code_stats(code).accepted
+
+
+async def test_every_status_and_error_code_is_produced(stack: Stack) -> None:
+    """ok, partial, rejected (both codes), expired, duplicate, failed (both codes), indeterminate."""
+    sim = stack.sim
+    sim.state.add_faults(
+        Fault(kind="errcode", errcode=40058, errmsg="invalid parameter", response_code="rc-bad"),
+        Fault(kind="http_500", count=1000, response_code="rc-500"),
+        Fault(kind="lost_answer", response_code="rc-lost"),
+    )
+    await stack.worker(WECOM_RETRY_BUDGET="1.5")
+    async with stack.upstream() as up:
+        await up.publish(command("ok", "rc-ok"))
+        await up.publish(command("partial", "rc-partial", userids=["zhangsan", "Invalid-Li"]))
+        await up.publish(command("invalid", "rc-x", replace_name=""))
+        await up.publish({**command("other-app", "rc-y"), "corp_id": "ww-unknown"})
+        await up.publish(command("expired", "rc-old", code_issued_at=time.time() - 73 * 3600))
+        await up.publish(command("wecom-error", "rc-bad"))
+        await up.publish(command("exhausted", "rc-500"))
+        await up.publish(command("lost", "rc-lost"))
+        results = await up.results(8)
+        await up.publish(command("again", "rc-ok"))
+        results.update(await up.results(1))
+    seen = {cid: (r.status, r.error.code if r.error else None) for cid, r in results.items()}
+    assert seen == {
+        "ok": ("ok", None),
+        "partial": ("partial", None),
+        "invalid": ("rejected", "invalid_command"),
+        "other-app": ("rejected", "unknown_app"),
+        "expired": ("expired", "expired_code"),
+        "wecom-error": ("failed", "wecom_error"),
+        "exhausted": ("failed", "retries_exhausted"),
+        "lost": ("indeterminate", "outcome_unknown"),
+        "again": ("duplicate", "code_already_used"),
+    }
+    assert results["partial"].invalid_users == ["invalid-li"]
+    assert results["invalid"].error is not None
+    assert results["invalid"].error.path == "request.button.replace_name"
+    assert results["wecom-error"].errcode == 40058
+    assert results["again"].error is not None
+    assert "'ok'" in results["again"].error.message
+    assert results["lost"].attempts == 2
+    assert accepted(sim, "rc-lost") == 1
+    assert accepted(sim, "rc-ok") == 1
+    assert sim.state.code_stats("rc-x").calls == 0
+    assert sim.state.code_stats("rc-old").calls == 0
+
+
+async def test_redelivered_command_replays_its_stored_result(stack: Stack) -> None:
+    """The same command twice: one call to WeCom, the second result is the first, replayed."""
+    await stack.worker()
+    async with stack.upstream() as up:
+        await up.publish(command("twice", "rc-twice"), correlation_id="first")
+        first = (await up.results(1))["twice"]
+        await up.publish(command("twice", "rc-twice"), correlation_id="second")
+        second = (await up.results(1))["twice"]
+    assert (first.status, first.replayed, first.correlation_id) == ("ok", False, "first")
+    assert (second.status, second.replayed, second.correlation_id) == ("ok", True, "second")
+    assert second.finished_at == first.finished_at
+    assert stack.sim.state.code_stats("rc-twice").calls == 1
+
+
+async def test_reply_to_correlation_id_and_msgpack(stack: Stack) -> None:
+    """Results go to reply_to with the command's correlation_id, in the command's encoding."""
+    await stack.worker()
+    async with stack.upstream() as up:
+        assert up.channel is not None
+        replies = await up.channel.declare_queue(exclusive=True)
+        body = msgspec.msgpack.encode(command("mp", "rc-mp"))
+        await up.publish(
+            body, content_type="application/msgpack", reply_to=replies.name, correlation_id="corr-1"
+        )
+        await up.publish(
+            command("json", "rc-json"),
+            content_type="application/json; charset=utf-8",
+            reply_to=replies.name,
+        )
+        messages = await up.take(replies.name, 2)
+    by_type = {m.content_type: m for m in messages}
+    packed = by_type["application/msgpack"]
+    result = decode_result(packed.body, "msgpack")
+    assert (result.command_id, result.status, result.correlation_id) == ("mp", "ok", "corr-1")
+    assert packed.correlation_id == "corr-1"
+    plain = decode_result(by_type["application/json"].body)
+    assert (plain.command_id, plain.correlation_id) == ("json", "json")
+    assert by_type["application/json"].correlation_id == "json"
+
+
+async def test_direct_reply_to_gets_the_result(stack: Stack) -> None:
+    """amq.rabbitmq.reply-to works as reply_to."""
+    await stack.worker()
+    connection = await aio_pika.connect(stack.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if not got.done():
+                got.set_result(message.body)
+
+        reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+        await reply_queue.consume(on_reply, no_ack=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                msgspec.json.encode(command("direct", "rc-direct")),
+                reply_to="amq.rabbitmq.reply-to",
+            ),
+            routing_key=f"{stack.prefix}commands",
+        )
+        body = await asyncio.wait_for(got, 30)
+    assert decode_result(body).command_id == "direct"
+
+
+async def test_missing_reply_to_queue_falls_back_to_the_result_queue(stack: Stack) -> None:
+    """A result for a reply_to queue that does not exist lands on the result queue, marked."""
+    await stack.worker()
+    async with stack.upstream() as up:
+        await up.publish(command("lost-reply", "rc-lr"), reply_to=f"{stack.prefix}no-such-queue")
+        [message] = await up.take("WECOM_RESULT_QUEUE", 1)
+    assert message.headers["x-unroutable-reply-to"] == f"{stack.prefix}no-such-queue"
+    assert decode_result(message.body).status == "ok"
+
+
+async def test_invalid_command_is_dead_lettered_with_its_reason(stack: Stack) -> None:
+    """The original bytes and properties go to the dead-letter queue, the reason in headers."""
+    await stack.worker()
+    bad = msgspec.json.encode({"command_id": "bad-1", "request": {"agentid": "1000002"}})
+    async with stack.upstream() as up:
+        await up.publish(bad, correlation_id="c-bad")
+        await up.publish(b"\x00not json", content_type="text/plain")
+        [dead_1, dead_2] = sorted(await up.take("WECOM_DEAD_LETTER_QUEUE", 2), key=lambda m: m.body)
+        results = await up.results(2)
+    assert dead_2.body == bad
+    assert dead_2.correlation_id == "c-bad"
+    assert dead_2.headers["x-wecom-error-code"] == "invalid_command"
+    assert dead_2.headers["x-wecom-error-path"] == "request"
+    assert dead_2.headers["x-wecom-command-id"] == "bad-1"
+    assert dead_1.body == b"\x00not json"
+    unnamed = next(r for cid, r in results.items() if cid.startswith("<none"))
+    assert unnamed.command_id is None
+    assert unnamed.error is not None
+    assert "text/plain" in unnamed.error.message
+    assert results["bad-1"].error is not None
+    assert results["bad-1"].error.path == "request"
+
+
+async def test_secrets_and_tokens_never_appear_in_logs_results_or_metrics(stack: Stack) -> None:
+    """Neither the app secret nor any access token shows up anywhere the worker writes."""
+    worker = await stack.worker()
+    async with stack.upstream() as up:
+        await up.publish(command("s1", "rc-s1"))
+        await up.publish(command("s2", "rc-s2", userids=["invalid-x"]))
+        messages = await up.take("WECOM_RESULT_QUEUE", 2)
+    _, metrics = worker.get("/metrics")
+    assert worker.terminate() == 0
+    # Within its lifetime the simulator hands out the same token again: the one the worker used.
+    token = json.loads(stack.sim.state.gettoken(CORP, SECRET).body)["access_token"]
+    written = worker.logs() + metrics + "".join(m.body.decode() for m in messages)
+    assert len(token) >= 16
+    assert token not in written
+    assert SECRET not in written
+    assert "access_token=" not in written
+
+
+async def test_sigterm_finishes_calls_in_flight_and_exits_zero(stack: Stack) -> None:
+    """SIGTERM mid-backlog: in-flight calls finish and are acked, the rest stay queued, exit 0."""
+    stack.sim.state.set_standing_faults(type(stack.sim.state.standing_faults)(latency_ms=800.0))
+    worker = await stack.worker(WECOM_PREFETCH="5", WECOM_CONCURRENCY="5")
+    async with stack.upstream() as up:
+        for i in range(20):
+            await up.publish(command(f"t{i}", f"rc-t{i}"))
+        await wait_for(lambda: stack.sim.state.in_flight >= 5)
+        code = await asyncio.to_thread(worker.terminate)
+        assert code == 0
+        results = await up.results(5, timeout=5)
+        left = await up.take("WECOM_COMMAND_QUEUE", 15, timeout=10)
+    assert all(r.status == "ok" for r in results.values())
+    left_ids = {msgspec.json.decode(m.body)["command_id"] for m in left}
+    assert left_ids.isdisjoint(results)
+    assert len(left_ids | set(results)) == 20
+    assert "stopped" in worker.logs()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+async def test_sigkill_mid_call_then_restart_never_sends_a_code_twice_without_saying_so(
+    stack: Stack,
+) -> None:
+    """Killed while WeCom holds the call: after restart the command ends indeterminate, not ok twice."""
+    stack.sim.state.add_faults(Fault(kind="slow_answer", delay_ms=3000, response_code="rc-kill"))
+    worker = await stack.worker()
+    async with stack.upstream() as up:
+        await up.publish(command("killed", "rc-kill"))
+        await wait_for(lambda: stack.sim.state.in_flight >= 1)
+        worker.kill()
+        await wait_for(lambda: accepted(stack.sim, "rc-kill") == 1, timeout=10)
+        await stack.worker()
+        results = await up.results(1)
+    result = results["killed"]
+    assert result.status == "indeterminate"
+    assert result.error is not None
+    assert result.error.code == "outcome_unknown"
+    assert accepted(stack.sim, "rc-kill") == 1
+
+
+async def test_broker_restart_mid_backlog_loses_nothing(
+    rabbitmq: RabbitMQNode, tmp_path: Path, queue_prefix: str
+) -> None:
+    """300 commands, the broker restarted halfway: 300 results, every code accepted once."""
+    config = SimulatorConfig(apps=(SimApp(CORP, AGENT, SECRET),), latency_ms=5.0)
+    async with run_simulator(config) as sim:
+        stack = Stack(sim=sim, amqp_url=rabbitmq.url, tmp=tmp_path, prefix=queue_prefix)
+        try:
+            await stack.worker(WECOM_PREFETCH="20", WECOM_CONCURRENCY="20")
+            async with stack.upstream() as up:
+                for i in range(300):
+                    await up.publish(command(f"b{i}", f"rc-b{i}"))
+            await wait_for(lambda: sim.state.call_count >= 60, timeout=60)
+            await asyncio.to_thread(rabbitmq.restart)
+            results: dict[str, Any] = {}
+            async with stack.upstream() as up:
+                # A command whose ack was lost in the restart is redelivered: its result comes
+                # again, replayed. Read until every command has one.
+                deadline = time.monotonic() + 120
+                while len(results) < 300 and time.monotonic() < deadline:
+                    for message in await up.take("WECOM_RESULT_QUEUE", 1, timeout=120):
+                        result = decode_result(message.body)
+                        results.setdefault(str(result.command_id), result)
+        finally:
+            for worker in stack.workers:
+                worker.close()
+        assert set(results) == {f"b{i}" for i in range(300)}
+        assert all(r.status == "ok" for r in results.values())
+        assert max(accepted(sim, f"rc-b{i}") for i in range(300)) == 1
+
+
+async def test_consumer_cancelled_by_the_broker_is_restored(stack: Stack) -> None:
+    """The command queue deleted under the worker: the queue comes back, consumed, and work goes on."""
+    worker = await stack.worker()
+    queue = f"{stack.prefix}commands"
+    async with stack.upstream() as up:
+        assert up.channel is not None
+        await up.channel.queue_delete(queue)
+        assert "cancelled by the broker" in await wait_for_log(worker, "cancelled by the broker")
+        await wait_for_queue(stack.amqp_url, queue)
+        await wait_for(worker.ready, timeout=15)
+        await up.publish(command("after-cancel", "rc-ac"))
+        results = await up.results(1)
+    assert results["after-cancel"].status == "ok"
+
+
+async def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 15.0) -> str:
+    """The worker's log once it contains ``text``."""
+    await wait_for(lambda: text in worker.logs(), timeout)
+    return worker.logs()
+
+
+async def wait_for_queue(url: str, name: str, timeout: float = 20.0) -> None:
+    """Wait until a queue exists again (passive declare succeeds)."""
+    deadline = time.monotonic() + timeout
+    connection = await aio_pika.connect(url)
+    async with connection:
+        while True:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+            else:
+                return
+
+
+async def test_rate_limited_commands_go_through_the_delay_queue(stack: Stack) -> None:
+    """No slot within WECOM_MAX_LIMITER_WAIT: the command waits in the delay queue, then succeeds."""
+    worker = await stack.worker(WECOM_RATE_LIMIT="1/s", WECOM_MAX_LIMITER_WAIT="0.1")
+    async with stack.upstream() as up:
+        for i in range(3):
+            await up.publish(command(f"d{i}", f"rc-d{i}"))
+        results = await up.results(3, timeout=30)
+    assert {r.status for r in results.values()} == {"ok"}
+    _, metrics = worker.get("/metrics")
+    deferred = [
+        line for line in metrics.splitlines() if line.startswith("wecom_commands_deferred_total")
+    ]
+    assert deferred
+    assert float(deferred[0].split()[-1]) >= 1
+
+
+async def test_metrics_health_and_readiness(stack: Stack) -> None:
+    """/metrics counts commands by status; /healthz and /readyz answer."""
+    worker = await stack.worker()
+    async with stack.upstream() as up:
+        await up.publish(command("m1", "rc-m1"))
+        await up.results(1)
+    status, metrics = worker.get("/metrics")
+    assert status == 200
+    assert 'wecom_commands_total{status="ok"} 1.0' in metrics
+    assert 'wecom_api_calls_total{corp_id="ww-e2e-corp",errcode="0"} 1.0' in metrics
+    assert worker.get("/healthz")[0] == 200
+    status, body = worker.get("/readyz")
+    assert status == 200
+    assert json.loads(body)["checks"] == {"broker": True, "consumer": True, "state_store": True}
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"WECOM_RATE_LIMIT": "ten per minute"}, "WECOM_RATE_LIMIT"),
+        ({"WECOM_PREFETCH": "-1"}, "WECOM_PREFETCH"),
+        ({"WECOM_STATE_URL": "postgres://x"}, "WECOM_STATE_URL"),
+        ({"WECOM_SECRET_FILE": "/nonexistent/secret"}, "WECOM_SECRET_FILE"),
+        ({"WECOM_CORP_ID": ""}, "WECOM_CORP_ID"),
+    ],
+)
+def test_bad_setting_stops_start_up_with_one_line(
+    tmp_path: Path, env: dict[str, str], name: str
+) -> None:
+    """A bad setting: exit 2, one line naming it, no traceback."""
+    worker = WorkerProcess("amqp://guest:guest@127.0.0.1:1/", "http://127.0.0.1:1", tmp_path, "x.")
+    full = worker.env()
+    if "WECOM_SECRET_FILE" in env:
+        full.pop("WECOM_SECRET")
+    full.update(env)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert name in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_second_worker_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
+    """The SQLite store serves one replica: a second process on the same file exits 2, saying so."""
+    from worker.state.sqlite import SqliteStateStore  # noqa: PLC0415
+
+    async def hold_then_start() -> subprocess.CompletedProcess[str]:
+        store = await SqliteStateStore.open(str(tmp_path / "state" / "state.sqlite3"), owner="t")
+        try:
+            worker = WorkerProcess(
+                "amqp://guest:guest@127.0.0.1:1/", "http://127.0.0.1:1", tmp_path / "state", "x."
+            )
+            return await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "worker", "run"],
+                env=worker.env(),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        finally:
+            await store.close()
+
+    (tmp_path / "state").mkdir()
+    done = asyncio.run(hold_then_start())
+    assert done.returncode == 2
+    assert "another worker process" in done.stderr
+
+
+def test_sigterm_before_the_broker_answers_exits_zero(tmp_path: Path) -> None:
+    """A worker still waiting for its broker stops cleanly on SIGTERM."""
+    worker = WorkerProcess("amqp://guest:guest@127.0.0.1:9/", "http://127.0.0.1:1", tmp_path, "x.")
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"], env=worker.env(), stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 30
+    while "broker unreachable" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert "stopped" in log.read_text()

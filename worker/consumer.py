@@ -1,0 +1,219 @@
+"""Deliveries in, results out: runs the pipeline per delivery, publishes, then acks.
+
+Order per command: pipeline (which records the outcome in the state store) ->
+dead-letter copy and result published with confirms -> ack. A crash anywhere
+before the ack means redelivery; the redelivered command finds its stored
+outcome and the result is published again with ``replayed: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from worker.amqp import Broker, Returned, settle
+from worker.errors import StoreUnavailable
+from worker.pipeline import Defer, Delivery, Pipeline, Reply
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage
+
+    from worker.metrics import Metrics
+
+log = structlog.get_logger("worker.consumer")
+
+MAX_HEADER_TEXT = 2000
+STORE_RETRY_DELAY = 2.0
+
+
+class CommandConsumer:
+    """Handles every delivery of the command queue in its own task."""
+
+    def __init__(self, broker: Broker, pipeline: Pipeline, metrics: Metrics) -> None:
+        self.broker = broker
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.store_failing = False
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        """aio-pika's consumer callback: start the delivery's task and return at once."""
+        task = asyncio.create_task(self.handle(message))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """One delivery, start to ack."""
+        structlog.contextvars.clear_contextvars()
+        started = time.monotonic()
+        self.metrics.in_flight.inc()
+        try:
+            delivery = Delivery(
+                body=message.body,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                reply_to=message.reply_to,
+                correlation_id=message.correlation_id,
+                headers=message.headers or {},
+                received_at=time.time(),
+            )
+            try:
+                disposition = await self.pipeline.process(delivery)
+                self.store_failing = False
+            except StoreUnavailable as error:
+                # Without the claim recorded nothing may be sent or acked: back off, requeue.
+                self.store_failing = True
+                self.metrics.store_errors.inc()
+                log.error("state store unavailable; command requeued", error=str(error))
+                await asyncio.sleep(STORE_RETRY_DELAY)
+                await settle(message, ack=False, requeue=True)
+                return
+            if isinstance(disposition, Defer):
+                await self.defer(delivery, disposition)
+                await settle(message, ack=True)
+                self.metrics.deferred.inc()
+                log.info(
+                    "command deferred to the delay queue",
+                    delay_s=round(disposition.delay, 3),
+                    reason=disposition.reason,
+                )
+                return
+            await self.publish_reply(delivery, disposition)
+            await settle(message, ack=True)
+            self.finished(disposition, started)
+        except asyncio.CancelledError:
+            log.warning("command interrupted before its ack; the broker will redeliver it")
+            raise
+        except Exception:
+            log.exception("unexpected error; command requeued")
+            await asyncio.sleep(1.0)
+            await settle(message, ack=False, requeue=True)
+        finally:
+            self.metrics.in_flight.dec()
+
+    def finished(self, reply: Reply, started: float) -> None:
+        """Metrics and the one log line per command."""
+        result = reply.result
+        elapsed = time.monotonic() - started
+        self.metrics.commands.labels(result.status).inc()
+        self.metrics.command_duration.labels(result.status).observe(elapsed)
+        if result.invalid_users:
+            self.metrics.invalid_users.inc(len(result.invalid_users))
+        log.info(
+            "command finished",
+            status=result.status,
+            errcode=result.errcode,
+            attempts=result.attempts,
+            replayed=result.replayed,
+            error=result.error.code if result.error else None,
+            path=result.error.path if result.error else None,
+            duration_ms=round(elapsed * 1000, 2),
+        )
+
+    async def publish_reply(self, delivery: Delivery, reply: Reply) -> None:
+        """The dead-letter copy (for rejections) and the result, both confirmed."""
+        publishes = [self.publish_result(delivery, reply)]
+        if reply.dead_letter is not None:
+            publishes.append(self.dead_letter(delivery, reply))
+        await asyncio.gather(*publishes)
+
+    async def publish_result(self, delivery: Delivery, reply: Reply) -> None:
+        """To ``reply_to`` when given, else the result queue; unroutable replies fall back."""
+        topology = self.broker.topology
+        target = delivery.reply_to or topology.result_queue
+        correlation_id = reply.result.correlation_id
+        try:
+            await self.broker.publish(
+                target, reply.body, content_type=reply.content_type, correlation_id=correlation_id
+            )
+        except Returned:
+            if target == topology.result_queue:
+                raise
+            self.metrics.unroutable_results.inc()
+            log.warning(
+                "reply_to queue does not exist; result sent to the result queue", reply_to=target
+            )
+            await self.broker.publish(
+                topology.result_queue,
+                reply.body,
+                content_type=reply.content_type,
+                correlation_id=correlation_id,
+                headers={"x-unroutable-reply-to": target},
+            )
+
+    async def dead_letter(self, delivery: Delivery, reply: Reply) -> None:
+        """The original bytes and properties, with the reason in headers."""
+        assert reply.dead_letter is not None
+        reason = reply.dead_letter
+        headers = copied_headers(delivery)
+        headers.update(
+            {
+                "x-wecom-error-code": reason.code,
+                "x-wecom-error-message": reason.message[:MAX_HEADER_TEXT],
+                "x-wecom-error-path": reason.path or "",
+                "x-wecom-command-id": reply.result.command_id or "",
+                "x-wecom-rejected-at-ms": int(reply.result.finished_at * 1000),
+            }
+        )
+        await self.broker.publish(
+            self.broker.topology.dead_letter_queue,
+            delivery.body,
+            content_type=delivery.content_type,
+            content_encoding=delivery.content_encoding,
+            correlation_id=delivery.correlation_id,
+            reply_to=delivery.reply_to,
+            headers=headers,
+        )
+        self.metrics.dead_lettered.inc()
+
+    async def defer(self, delivery: Delivery, defer: Defer) -> None:
+        """The original command to the delay queue; it expires back into the command queue."""
+        headers = copied_headers(delivery)
+        count = headers.get("x-wecom-deferrals", 0)
+        headers["x-wecom-deferrals"] = (count if isinstance(count, int) else 0) + 1
+        headers["x-wecom-deferred-reason"] = defer.reason[:MAX_HEADER_TEXT]
+        await self.broker.publish(
+            self.broker.topology.delay_queue,
+            delivery.body,
+            content_type=delivery.content_type,
+            content_encoding=delivery.content_encoding,
+            correlation_id=delivery.correlation_id,
+            reply_to=delivery.reply_to,
+            headers=headers,
+            expiration=max(defer.delay, 0.001),
+        )
+
+    async def drain(self, grace: float) -> int:
+        """Wait up to ``grace`` s for in-flight commands, cancel the rest; how many were cut."""
+        if not self.in_flight:
+            return 0
+        _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        return len(pending)
+
+
+BROKER_HEADERS = frozenset(
+    {
+        "x-delivery-count",
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+
+
+def copied_headers(delivery: Delivery) -> dict[str, Any]:
+    """The command's own headers, without those the broker adds on delivery."""
+    return {k: v for k, v in delivery.headers.items() if k not in BROKER_HEADERS}
