@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -47,6 +48,7 @@ def say(text: str) -> None:
 
 async def broker_answers(url: str) -> bool:
     """Whether an AMQP broker accepts a connection at ``url``."""
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # a refused probe is expected
     try:
         connection = await asyncio.wait_for(aio_pika.connect(url), 5)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError):
@@ -177,7 +179,7 @@ async def exchange(amqp_url: str, run: str) -> list[tuple[str, Result]]:
         results.update(await collect(replies, 1))
     labels = {body["command_id"]: label for label, body in plan}
     labels[f"{run}-again"] = "same code as seed button"
-    return [(labels.get(cid, "?"), result) for cid, result in results.items()]
+    return [(label, results[cid]) for cid, label in labels.items() if cid in results]
 
 
 async def collect(queue: aio_pika.abc.AbstractQueue, count: int) -> dict[str, Result]:
@@ -211,7 +213,7 @@ def table(rows: list[tuple[str, Result]]) -> str:
                 result.status,
                 "" if result.errcode is None else str(result.errcode),
                 str(result.attempts),
-                detail[:90],
+                detail if len(detail) <= 110 else detail[:107] + "...",
             )
         )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]

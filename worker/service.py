@@ -31,6 +31,8 @@ from worker.pipeline import HeldClaims, Pipeline
 from worker.ports import StateStore
 from worker.settings import Settings, load_settings
 from worker.state import open_store
+from worker.wecom.client import WeComClient
+from worker.wiring import build_caller
 
 log = structlog.get_logger("worker.service")
 
@@ -77,6 +79,7 @@ class Service:
         self.consumer: CommandConsumer | None = None
         self.stopping = asyncio.Event()
         self.background: list[asyncio.Task[None]] = []
+        self.caller: WeComClient | None = None
 
     async def run(self) -> int:
         """Run until a stop signal; the process exit code."""
@@ -104,9 +107,8 @@ class Service:
             await self.store.close()
             return EXIT_CONFIG
         self.store_ok, self.store_detail = True, "ok"
-        from worker.wiring import build_caller  # noqa: PLC0415 - keeps aiohttp client set-up in one place
-
         caller, close_caller = await build_caller(settings, self.metrics)
+        self.caller = caller
         health = HealthServer(self.metrics, self.readiness, settings.http_host, settings.http_port)
         port = await health.start()
         log.info("http server listening", host=settings.http_host, port=port)
@@ -245,6 +247,10 @@ class Service:
         self.metrics.broker_connected.set(1 if connected and consuming else 0)
         checks = {"broker": connected, "consumer": consuming, "state_store": store_ok}
         detail = {"state_store": self.store_detail}
+        untrusted = self.caller.untrusted_corps if self.caller is not None else frozenset()
+        if untrusted:
+            # 60020: WeCom refuses this replica's IP for these corps; calls for them fail.
+            detail["wecom_ip_not_trusted"] = ",".join(sorted(untrusted))
         return Readiness(
             ready=all(checks.values()) and not self.stopping.is_set(), checks=checks, detail=detail
         )

@@ -162,6 +162,11 @@ class WeComClient:
         self._call_counters: dict[tuple[str, int | str], Counter] = {}
         self._wait_histograms: dict[str, Histogram] = {}
 
+    @property
+    def untrusted_corps(self) -> frozenset[str]:
+        """Corps whose last refusal was 60020 (this replica's IP is not on the trusted list)."""
+        return frozenset(self._untrusted)
+
     async def update_template_card(
         self, app: App, body: bytes, *, maybe_spent: bool, max_limiter_wait: float
     ) -> CallOutcome:
