@@ -462,3 +462,20 @@ def test_sigterm_before_the_broker_answers_exits_zero(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
     assert "stopped" in log.read_text()
+
+
+async def test_unreachable_state_store_means_no_ack_and_not_ready(stack: Stack) -> None:
+    """The SQLite file gone: the command is not sent, not answered, stays queued; /readyz is 503."""
+    worker = await stack.worker()
+    (stack.tmp / "state" / "state.sqlite3").unlink()
+    async with stack.upstream() as up:
+        await up.publish(command("no-store", "rc-ns"))
+        await wait_for(lambda: worker.get("/readyz")[0] == 503, timeout=15)
+        with pytest.raises(TimeoutError):
+            await up.results(1, timeout=3)
+    assert stack.sim.state.code_stats("rc-ns").calls == 0
+    assert "state store unavailable; command requeued" in worker.logs()
+    worker.kill()
+    async with stack.upstream() as up:
+        [message] = await up.take("WECOM_COMMAND_QUEUE", 1, timeout=10)
+    assert msgspec.json.decode(message.body)["command_id"] == "no-store"

@@ -1,0 +1,194 @@
+"""The pipeline without RabbitMQ: real SQLite store, real WeCom client, the simulator on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts import decode_result
+from simulator import App as SimApp
+from simulator import Fault, RunningSimulator, SimulatorConfig, run_simulator
+from worker.apps import App, AppRegistry
+from worker.concurrency import CorpConcurrency
+from worker.errors import StoreUnavailable
+from worker.metrics import Metrics
+from worker.pipeline import Defer, Delivery, HeldClaims, Pipeline, Reply
+from worker.ratelimit import LocalRateLimiter, parse_rate_limit
+from worker.state.sqlite import SqliteStateStore
+from worker.wecom.client import WeComClient, create_session
+from worker.wecom.retry import RetryPolicy
+from worker.wecom.tokens import TokenCache
+
+CORP, AGENT, SECRET = "ww-pipe", 1000002, "pipe-secret"
+
+
+@dataclass
+class Rig:
+    """A pipeline wired to real parts."""
+
+    pipeline: Pipeline
+    store: SqliteStateStore
+    sim: RunningSimulator
+    claims: HeldClaims
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """Pipeline + SQLite store + WeCom client + simulator (``@pytest.mark.rate_limit("1/s")``)."""
+    marker = request.node.get_closest_marker("rate_limit")
+    rate = str(marker.args[0]) if marker else "100/s"
+    config = SimulatorConfig(apps=(SimApp(CORP, AGENT, SECRET),))
+    async with run_simulator(config) as sim:
+        store = await SqliteStateStore.open(
+            str(tmp_path / "state.db"), owner="test", lease_seconds=5
+        )
+        session = create_session(8)
+        metrics = Metrics()
+        client = WeComClient(
+            session,
+            sim.url,
+            tokens=TokenCache(session, sim.url, metrics),
+            limiter=LocalRateLimiter(parse_rate_limit(rate)),
+            concurrency=CorpConcurrency(8),
+            metrics=metrics,
+            policy=RetryPolicy(budget=1.0, base_delay=0.01, max_delay=0.05),
+        )
+        claims = HeldClaims()
+        pipeline = Pipeline(
+            apps=AppRegistry([App(CORP, AGENT, SECRET)]),
+            store=store,
+            caller=client,
+            claims=claims,
+            max_message_bytes=4096,
+            max_limiter_wait=0.2,
+            busy_poll=0.02,
+        )
+        try:
+            yield Rig(pipeline, store, sim, claims)
+        finally:
+            await session.close()
+            await store.close()
+
+
+def body(command_id: str, code: str, **extra: object) -> bytes:
+    """A button-mode command."""
+    request = {"agentid": AGENT, "response_code": code, "button": {"replace_name": "done"}}
+    return msgspec.json.encode({"command_id": command_id, "request": request, **extra})
+
+
+async def reply(rig: Rig, delivery: Delivery) -> Reply:
+    """Process a delivery that must end in a reply."""
+    disposition = await rig.pipeline.process(delivery)
+    assert isinstance(disposition, Reply)
+    return disposition
+
+
+async def test_ok_result_is_recorded_and_claim_dropped(rig: Rig) -> None:
+    """A command is sent once; its result is stored and no claim stays held."""
+    out = await reply(rig, Delivery(body("c1", "rc1"), correlation_id="corr"))
+    assert (out.result.status, out.result.correlation_id, out.result.attempts) == ("ok", "corr", 1)
+    assert out.content_type == "application/json"
+    assert rig.claims.snapshot() == []
+    again = await reply(rig, Delivery(body("c1", "rc1")))
+    assert again.result.replayed
+    assert rig.sim.state.code_stats("rc1").calls == 1
+
+
+async def test_oversized_message_is_rejected_without_decoding(rig: Rig) -> None:
+    """A body over WECOM_MAX_MESSAGE_BYTES is rejected and dead-lettered; nothing is sent."""
+    big = body("big", "rc-big", padding="x" * 5000)
+    out = await reply(rig, Delivery(big))
+    assert out.result.status == "rejected"
+    assert out.result.error is not None
+    assert "at most 4096" in out.result.error.message
+    assert out.dead_letter is not None
+    assert rig.sim.state.code_stats("rc-big").calls == 0
+
+
+async def test_gzip_body_is_decoded_and_bombs_are_refused(rig: Rig) -> None:
+    """content_encoding gzip works; a body that inflates past the limit is rejected."""
+    out = await reply(rig, Delivery(gzip.compress(body("gz", "rc-gz")), content_encoding="gzip"))
+    assert out.result.status == "ok"
+    bomb = gzip.compress(body("bomb", "rc-bomb", padding="x" * 100_000))
+    rejected = await reply(rig, Delivery(bomb, content_encoding="gzip"))
+    assert rejected.result.error is not None
+    assert "larger than 4096" in rejected.result.error.message
+    odd = await reply(rig, Delivery(body("br", "rc-br"), content_encoding="br"))
+    assert odd.result.error is not None
+    assert "content_encoding 'br'" in odd.result.error.message
+
+
+async def test_msgpack_command_gets_a_msgpack_result(rig: Rig) -> None:
+    """The result uses its command's encoding."""
+    packed = msgspec.msgpack.encode(msgspec.json.decode(body("mp", "rc-mp")))
+    out = await reply(rig, Delivery(packed, content_type="application/msgpack"))
+    assert out.content_type == "application/msgpack"
+    assert decode_result(out.body, "msgpack").status == "ok"
+
+
+async def test_unsupported_content_type_is_answered_in_json(rig: Rig) -> None:
+    """text/plain: rejected, answered in JSON, command_id read when possible."""
+    out = await reply(rig, Delivery(body("tp", "rc-tp"), content_type="text/plain"))
+    assert out.content_type == "application/json"
+    assert (out.result.status, out.result.command_id) == ("rejected", "tp")
+
+
+async def test_same_code_from_two_commands_at_once_is_sent_once(rig: Rig) -> None:
+    """Two commands race for one code: one ok, one duplicate naming the other."""
+    first, second = await asyncio.gather(
+        reply(rig, Delivery(body("a", "rc-race"))), reply(rig, Delivery(body("b", "rc-race")))
+    )
+    statuses = sorted([first.result.status, second.result.status])
+    assert statuses == ["duplicate", "ok"]
+    assert rig.sim.state.code_stats("rc-race").calls == 1
+
+
+async def test_failed_without_spending_lets_another_command_use_the_code(rig: Rig) -> None:
+    """A refusal that did not use the code (40058) leaves it to a later command."""
+    rig.sim.state.add_faults(Fault(kind="errcode", errcode=40058, response_code="rc-retry"))
+    failed = await reply(rig, Delivery(body("f1", "rc-retry")))
+    assert failed.result.status == "failed"
+    later = await reply(rig, Delivery(body("f2", "rc-retry")))
+    assert later.result.status == "ok"
+
+
+@pytest.mark.rate_limit("2/s")
+async def test_no_slot_soon_enough_defers_and_releases_the_claim(rig: Rig) -> None:
+    """With the limiter saturated, the command is deferred and its code is free again."""
+    outcomes = [await rig.pipeline.process(Delivery(body(f"d{i}", f"rc-d{i}"))) for i in range(4)]
+    deferred = [o for o in outcomes if isinstance(o, Defer)]
+    assert deferred
+    assert all(0 < d.delay < 5 for d in deferred)
+    assert rig.claims.snapshot() == []
+    await asyncio.sleep(max(d.delay for d in deferred) + 0.1)
+    index = next(i for i, o in enumerate(outcomes) if isinstance(o, Defer))
+    retried = await reply(rig, Delivery(body(f"d{index}", f"rc-d{index}")))
+    assert retried.result.status == "ok"
+
+
+async def test_store_failure_raises_so_nothing_is_acked(rig: Rig, tmp_path: Path) -> None:
+    """With the database file gone the pipeline raises StoreUnavailable instead of answering."""
+    (tmp_path / "state.db").unlink()
+    with pytest.raises(StoreUnavailable):
+        await rig.pipeline.process(Delivery(body("s1", "rc-s1")))
+    assert rig.sim.state.code_stats("rc-s1").calls == 0
+
+
+async def test_expired_code_is_not_sent(rig: Rig) -> None:
+    """Older than 72 h: expired, never sent."""
+    out = await reply(
+        rig, Delivery(body("old", "rc-old", code_issued_at=time.time() - 72 * 3600 - 5))
+    )
+    assert out.result.status == "expired"
+    assert rig.sim.state.code_stats("rc-old").calls == 0
+    fresh = await reply(
+        rig, Delivery(body("new", "rc-new", code_issued_at=time.time() - 71 * 3600))
+    )
+    assert fresh.result.status == "ok"
