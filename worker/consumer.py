@@ -159,15 +159,7 @@ class CommandConsumer:
                 "x-wecom-rejected-at-ms": int(reply.result.finished_at * 1000),
             }
         )
-        await self.broker.publish(
-            self.broker.topology.dead_letter_queue,
-            delivery.body,
-            content_type=delivery.content_type,
-            content_encoding=delivery.content_encoding,
-            correlation_id=delivery.correlation_id,
-            reply_to=delivery.reply_to,
-            headers=headers,
-        )
+        await self.republish(self.broker.topology.dead_letter_queue, delivery, headers)
         self.metrics.dead_lettered.inc()
 
     async def defer(self, delivery: Delivery, defer: Defer) -> None:
@@ -176,15 +168,27 @@ class CommandConsumer:
         count = headers.get("x-wecom-deferrals", 0)
         headers["x-wecom-deferrals"] = (count if isinstance(count, int) else 0) + 1
         headers["x-wecom-deferred-reason"] = defer.reason[:MAX_HEADER_TEXT]
+        await self.republish(
+            self.broker.topology.delay_queue, delivery, headers, expiration=max(defer.delay, 0.001)
+        )
+
+    async def republish(
+        self,
+        queue: str,
+        delivery: Delivery,
+        headers: dict[str, Any],
+        expiration: float | None = None,
+    ) -> None:
+        """The original command, bytes and properties, to another queue (confirmed)."""
         await self.broker.publish(
-            self.broker.topology.delay_queue,
+            queue,
             delivery.body,
             content_type=delivery.content_type,
             content_encoding=delivery.content_encoding,
             correlation_id=delivery.correlation_id,
             reply_to=delivery.reply_to,
             headers=headers,
-            expiration=max(defer.delay, 0.001),
+            expiration=expiration,
         )
 
     async def drain(self, grace: float) -> int:

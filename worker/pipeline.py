@@ -225,22 +225,17 @@ class Pipeline:
             and self.clock() - command.code_issued_at > CODE_LIFETIME_SECONDS
         ):
             age_hours = (self.clock() - command.code_issued_at) / 3600
-            return self.reply(
+            return self.refusal(
                 delivery,
                 fmt,
-                self.result(
-                    delivery,
-                    command,
-                    received_at,
-                    "expired",
-                    error=ResultError(
-                        code="expired_code",
-                        message=(
-                            f"response_code was issued {age_hours:.1f} h ago; "
-                            "WeCom accepts it for 72 h"
-                        ),
-                        path="code_issued_at",
-                    ),
+                command,
+                received_at=received_at,
+                status="expired",
+                error=ResultError(
+                    code="expired_code",
+                    message=f"response_code was issued {age_hours:.1f} h ago; "
+                    "WeCom accepts it for 72 h",
+                    path="code_issued_at",
                 ),
             )
         return await self.claim_and_call(delivery, fmt, command, app, received_at)
@@ -288,19 +283,16 @@ class Pipeline:
                 case Replay(result=stored):
                     return self.replay(delivery, fmt, stored)
                 case AlreadyUsed(command_id=first):
-                    return self.reply(
+                    return self.refusal(
                         delivery,
                         fmt,
-                        self.result(
-                            delivery,
-                            command,
-                            received_at,
-                            "duplicate",
-                            error=ResultError(
-                                code="code_already_used",
-                                message=f"this response_code was already used by command {first!r}",
-                                path="request.response_code",
-                            ),
+                        command,
+                        received_at=received_at,
+                        status="duplicate",
+                        error=ResultError(
+                            code="code_already_used",
+                            message=f"this response_code was already used by command {first!r}",
+                            path="request.response_code",
                         ),
                     )
                 case Busy(lease_until=lease_until):
@@ -363,6 +355,21 @@ class Pipeline:
             received_at=received_at,
             finished_at=self.clock(),
             **fields,
+        )
+
+    def refusal(
+        self,
+        delivery: Delivery,
+        fmt: BodyFormat,
+        command: Command,
+        *,
+        received_at: float,
+        status: Status,
+        error: ResultError,
+    ) -> Reply:
+        """A decoded command that ends before any call: expired or duplicate."""
+        return self.reply(
+            delivery, fmt, self.result(delivery, command, received_at, status, error=error)
         )
 
     def rejected(
