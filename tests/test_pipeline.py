@@ -192,3 +192,21 @@ async def test_expired_code_is_not_sent(rig: Rig) -> None:
         rig, Delivery(body("new", "rc-new", code_issued_at=time.time() - 71 * 3600))
     )
     assert fresh.result.status == "ok"
+
+
+async def test_interrupted_call_gives_the_code_back_as_possibly_spent(rig: Rig) -> None:
+    """Cancelled mid-call: the redelivery need not wait for the lease and ends indeterminate."""
+    rig.sim.state.add_faults(Fault(kind="slow_answer", delay_ms=500, response_code="rc-int"))
+    first = asyncio.create_task(rig.pipeline.process(Delivery(body("int", "rc-int"))))
+    while rig.sim.state.in_flight == 0:
+        await asyncio.sleep(0.01)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    while rig.sim.state.code_stats("rc-int").accepted == 0:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    again = await reply(rig, Delivery(body("int", "rc-int")))
+    assert time.monotonic() - started < 2  # the lease is 5 s: it was released, not waited out
+    assert again.result.status == "indeterminate"
+    assert rig.sim.state.code_stats("rc-int").accepted == 1

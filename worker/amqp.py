@@ -1,38 +1,59 @@
-"""RabbitMQ: topology, the consumer, confirmed publishes and acks (aio-pika).
+"""RabbitMQ: topology, the consumer, confirmed publishes and acks.
 
-A robust connection reconnects with backoff after the broker restarts and
-restores the channel, its QoS and the consumer. The known traps are handled
-here so the rest of the worker never sees them: an ack on a channel that died
-is dropped (the broker redelivers), a publish is bounded by a timeout and
-retried, and a consumer the broker cancelled (``basic.cancel``, e.g. its queue
-was deleted) is noticed by a watchdog and consumed again.
+aio-pika owns the connection: a robust connection reconnects with backoff
+after the broker restarts and restores the channel, its QoS and the declared
+command queue. The hot path (deliveries, result publishes, acks) talks to
+aio-pika's underlying aiormq channel directly: that skips two message objects
+and a task per command, which is most of the client-side cost of AMQP.
+
+The known traps are handled here so the rest of the worker never sees them:
+an ack on a channel that died is dropped (the broker redelivers), a publish is
+bounded by a timeout and retried on the restored channel, and a consumer that
+is gone (after a reconnect, or a broker-sent ``basic.cancel`` because its
+queue was deleted) is noticed within a second and consumed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+import itertools
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-    AbstractRobustQueue,
-    DeliveryMode,
-)
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from pamqp import commands as spec
 
 from worker.errors import BrokerError
 
 log = structlog.get_logger("worker.amqp")
 
 MAX_CORRELATION_ID_BYTES = 255
-CONSUMER_GRACE_CHECKS = 5  # seconds aio-pika gets to restore a cancelled consumer itself
+PERSISTENT = 2
+WATCH_INTERVAL = 1.0
+
+# Errors after which a publish is tried again on the (restored) channel.
+RETRYABLE_PUBLISH = (
+    aiormq.exceptions.DeliveryError,  # a nack, e.g. a quorum queue without quorum
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelClosed,
+    TimeoutError,
+    RuntimeError,
+    ConnectionError,
+)
+STALE_CHANNEL = (
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelClosed,
+    RuntimeError,
+    ConnectionError,
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +83,7 @@ class Returned(Exception):
     """The broker returned a mandatory publish: no queue has that name."""
 
 
-MessageHandler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+MessageHandler = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 
 
 class Broker:
@@ -84,19 +105,18 @@ class Broker:
         self.connection_name = connection_name
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractRobustChannel | None = None
-        self.queue: AbstractRobustQueue | None = None
         self.consumer_tag: str | None = None
+        self._consumer_channel: aiormq.abc.AbstractChannel | None = None
         self._handler: MessageHandler | None = None
         self._consuming = False
-        self._attached = False
+        self._wake = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
+        self._message_ids = itertools.count(1)
 
-    async def connect(self, *, attempts_log_every: int = 1) -> None:
+    async def connect(self) -> None:
         """Connect (retrying with backoff until the broker answers) and declare the topology."""
         delay = 0.5
-        attempt = 0
         while True:
-            attempt += 1
             try:
                 self.connection = await aio_pika.connect_robust(
                     self.url,
@@ -106,13 +126,12 @@ class Broker:
                 )
                 break
             except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as error:
-                if attempt % attempts_log_every == 0:
-                    log.warning(
-                        "broker unreachable, retrying",
-                        error=type(error).__name__,
-                        detail=str(error),
-                        retry_in=delay,
-                    )
+                log.warning(
+                    "broker unreachable, retrying",
+                    error=type(error).__name__,
+                    detail=str(error),
+                    retry_in=delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self.connection.reconnect_callbacks.add(self._on_reconnect)
@@ -126,7 +145,8 @@ class Broker:
 
         A queue that exists with other arguments (e.g. classic instead of quorum)
         makes the broker close the channel; that becomes a :class:`BrokerError`
-        naming the queue and the setting to change.
+        naming the queue and the setting to change. Each declaration uses a
+        channel of its own so such a refusal never closes the working channel.
         """
         assert self.connection is not None
         t = self.topology
@@ -149,39 +169,37 @@ class Broker:
                 with contextlib.suppress(Exception):
                     await channel.close()
         assert self.channel is not None
-        self.queue = await self.channel.declare_queue(
+        # Declared on the robust channel too, so a reconnect re-declares it.
+        await self.channel.declare_queue(
             t.command_queue, durable=True, arguments=t.durable_arguments()
         )
 
     async def consume(self, handler: MessageHandler) -> None:
-        """Start consuming commands and keep consuming: a watchdog re-consumes after a cancel."""
+        """Start consuming commands and keep consuming (see :meth:`_watch`)."""
         self._handler = handler
         self._consuming = True
         await self._start_consumer()
         self._watchdog = asyncio.create_task(self._watch(), name="amqp-consumer-watchdog")
 
     async def _start_consumer(self) -> None:
-        assert self.queue is not None
+        assert self.channel is not None
         assert self._handler is not None
-        self.consumer_tag = await self.queue.consume(self._handler, no_ack=False)
-        self._attached = True
+        channel = await self.channel.get_underlay_channel()
+        ok = await channel.basic_consume(self.topology.command_queue, self._handler, no_ack=False)
+        self.consumer_tag = ok.consumer_tag
+        self._consumer_channel = channel
         log.info("consuming", queue=self.topology.command_queue, consumer_tag=self.consumer_tag)
 
     @property
     def consumer_attached(self) -> bool:
-        """True while our consumer is registered on an open channel (checked every second)."""
-        return self._attached and self.channel is not None and not self.channel.is_closed
-
-    async def _check_consumer(self) -> bool:
-        channel = self.channel
-        if channel is None or channel.is_closed or self.consumer_tag is None:
-            return False
-        try:
-            underlying = await asyncio.wait_for(channel.get_underlay_channel(), 1.0)
-        except (RuntimeError, aiormq.exceptions.AMQPError, TimeoutError):
-            return False
-        consumers = getattr(underlying, "consumers", {})  # aiormq.Channel's registry
-        return self.consumer_tag in consumers
+        """True while our consumer is registered on an open channel."""
+        channel = self._consumer_channel
+        return (
+            channel is not None
+            and not channel.is_closed
+            and self.consumer_tag is not None
+            and self.consumer_tag in getattr(channel, "consumers", {})
+        )
 
     @property
     def connected(self) -> bool:
@@ -189,47 +207,41 @@ class Broker:
         return self.connection is not None and not self.connection.is_closed
 
     async def _watch(self) -> None:
-        """Every second: is our consumer attached? If it stays gone, consume again.
-
-        aio-pika restores a consumer the broker cancelled by itself; this is the
-        safety net for when that does not happen within a few seconds.
-        """
-        missing = 0
+        """Every second (or at once after a reconnect): consume again if our consumer is gone."""
         while self._consuming:
-            await asyncio.sleep(1.0)
-            if not self._consuming:
-                break
-            self._attached = await self._check_consumer()
-            if self._attached or not self.connected:
-                missing = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), WATCH_INTERVAL)
+            self._wake.clear()
+            if not self._consuming or self.consumer_attached or not self.connected:
                 continue
-            missing += 1
-            if missing < CONSUMER_GRACE_CHECKS:
-                continue
-            log.warning("consumer gone; declaring and consuming again", seconds=missing)
+            log.warning("consumer not attached; declaring the queue and consuming again")
             try:
                 await self.declare()
                 await self._start_consumer()
+            except BrokerError:
+                raise
             except (aiormq.exceptions.AMQPError, TimeoutError, RuntimeError) as error:
                 log.warning(
                     "re-consume failed, will retry", error=type(error).__name__, detail=str(error)
                 )
 
     def _on_reconnect(self, *_: Any) -> None:
-        log.info("broker reconnected; channel and consumer restored")
+        log.info("broker reconnected")
+        self._wake.set()
 
     async def stop_consuming(self) -> None:
         """Cancel the consumer: no new deliveries; in-flight ones can still be acked."""
         self._consuming = False
         if self._watchdog is not None:
             self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watchdog
-        if self.queue is not None and self.consumer_tag is not None:
+        channel = self._consumer_channel
+        if channel is not None and not channel.is_closed and self.consumer_tag is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.queue.cancel(self.consumer_tag), 5.0)
+                await asyncio.wait_for(channel.basic_cancel(self.consumer_tag), 5.0)
         self.consumer_tag = None
-        self._attached = False
+        self._consumer_channel = None
 
     async def publish(
         self,
@@ -242,46 +254,33 @@ class Broker:
         reply_to: str | None = None,
         content_encoding: str | None = None,
         expiration: float | None = None,
-        message_id: str | None = None,
         mandatory: bool = True,
     ) -> None:
         """Publish on the default exchange and wait for the broker's confirm.
 
         Raises :class:`Returned` when a mandatory message had no queue. Each try is
         bounded by the publish timeout; after a connection loss the publish is
-        retried once the robust connection is back.
+        retried once the robust connection has restored the channel.
         """
-        if (
-            correlation_id is not None
-            and len(correlation_id.encode("utf-8")) > MAX_CORRELATION_ID_BYTES
-        ):
+        if correlation_id is not None and len(correlation_id.encode()) > MAX_CORRELATION_ID_BYTES:
             correlation_id = None
-        message = aio_pika.Message(
-            body,
+        properties = spec.Basic.Properties(
             content_type=content_type,
             content_encoding=content_encoding,
             correlation_id=correlation_id,
             headers=dict(headers) if headers else None,
             reply_to=reply_to,
-            expiration=expiration,
-            message_id=message_id,
-            delivery_mode=DeliveryMode.PERSISTENT,
+            expiration=str(max(int(expiration * 1000), 1)) if expiration is not None else None,
+            message_id=str(next(self._message_ids)),
+            delivery_mode=PERSISTENT,
         )
         delay = 0.2
         while True:
             try:
-                await self._publish_once(message, routing_key, mandatory=mandatory)
+                await self._publish_once(body, routing_key, properties, mandatory=mandatory)
             except aiormq.exceptions.PublishError:
                 raise Returned(routing_key) from None
-            except (
-                aiormq.exceptions.DeliveryError,  # a nack, e.g. a quorum queue without quorum
-                aiormq.exceptions.ChannelInvalidStateError,
-                aiormq.exceptions.AMQPConnectionError,
-                aiormq.exceptions.ChannelClosed,
-                TimeoutError,
-                RuntimeError,
-                ConnectionError,
-            ) as error:
+            except RETRYABLE_PUBLISH as error:
                 log.warning(
                     "publish not confirmed, retrying",
                     routing_key=routing_key,
@@ -294,13 +293,19 @@ class Broker:
                 return
 
     async def _publish_once(
-        self, message: aio_pika.Message, routing_key: str, *, mandatory: bool
+        self, body: bytes, routing_key: str, properties: spec.Basic.Properties, *, mandatory: bool
     ) -> None:
-        channel = self.channel
-        if channel is None:
+        if self.channel is None:
             raise aiormq.exceptions.ChannelInvalidStateError("no channel yet")
-        await channel.default_exchange.publish(
-            message, routing_key=routing_key, mandatory=mandatory, timeout=self.publish_timeout
+        # The concrete aiormq.Channel: its basic_publish can skip waiting for the socket drain.
+        channel = cast("aiormq.Channel", await self.channel.get_underlay_channel())
+        await channel.basic_publish(
+            body,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=mandatory,
+            timeout=self.publish_timeout,
+            wait=False,  # the broker's confirm is what counts, not the socket drain
         )
 
     async def close(self) -> None:
@@ -311,26 +316,23 @@ class Broker:
                 await asyncio.wait_for(self.connection.close(), 10.0)
 
 
-async def settle(message: AbstractIncomingMessage, *, ack: bool, requeue: bool = True) -> bool:
-    """Ack (or nack with requeue) a delivery; a stale one after a reconnect is dropped.
+async def settle(message: DeliveredMessage, *, ack: bool, requeue: bool = True) -> bool:
+    """Ack (or nack with requeue) a delivery on its own channel; a stale one is dropped.
 
     Returns whether the broker got it. ``False`` means the channel the message
     came on is gone: the broker will redeliver it, which replays the stored
     outcome, so nothing is lost.
     """
+    tag = getattr(message.delivery, "delivery_tag", None)
+    channel = message.channel
     try:
+        if channel.is_closed or tag is None:
+            raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
         if ack:
-            await message.ack()
+            await channel.basic_ack(tag)
         else:
-            await message.nack(requeue=requeue)
-    except (
-        aiormq.exceptions.ChannelInvalidStateError,
-        aiormq.exceptions.AMQPConnectionError,
-        aiormq.exceptions.ChannelClosed,
-        aio_pika.exceptions.MessageProcessError,
-        RuntimeError,
-        ConnectionError,
-    ) as error:
+            await channel.basic_nack(tag, requeue=requeue)
+    except STALE_CHANNEL as error:
         log.info(
             "ack dropped: the channel closed; the broker will redeliver", error=type(error).__name__
         )

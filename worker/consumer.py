@@ -14,13 +14,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from prometheus_client import Counter, Histogram
 
 from worker.amqp import Broker, Returned, settle
 from worker.errors import StoreUnavailable
 from worker.pipeline import Defer, Delivery, Pipeline, Reply
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractIncomingMessage
+    from aiormq.abc import DeliveredMessage
 
     from worker.metrics import Metrics
 
@@ -37,54 +38,40 @@ class CommandConsumer:
         self.broker = broker
         self.pipeline = pipeline
         self.metrics = metrics
-        self.in_flight: set[asyncio.Task[None]] = set()
+        self.in_flight: set[asyncio.Task[Any]] = set()
         self.store_failing = False
+        self._by_status: dict[str, tuple[Counter, Histogram]] = {}
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        """aio-pika's consumer callback: start the delivery's task and return at once."""
+    def by_status(self, status: str) -> tuple[Counter, Histogram]:
+        """The labelled metric children of one status, looked up once."""
+        children = self._by_status.get(status)
+        if children is None:
+            children = (
+                self.metrics.commands.labels(status),
+                self.metrics.command_duration.labels(status),
+            )
+            self._by_status[status] = children
+        return children
+
+    async def on_message(self, message: DeliveredMessage) -> None:
+        """aiormq's consumer callback: hand the delivery to a task of ours and return.
+
+        aiormq cancels its delivery tasks when the channel closes; ours must not
+        be: a command whose channel died mid-call still finishes (records its
+        outcome, publishes its result on the restored channel), so its
+        redelivery finds the stored outcome instead of an abandoned claim.
+        """
         task = asyncio.create_task(self.handle(message))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: DeliveredMessage) -> None:
         """One delivery, start to ack."""
         structlog.contextvars.clear_contextvars()
         started = time.monotonic()
         self.metrics.in_flight.inc()
         try:
-            delivery = Delivery(
-                body=message.body,
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                reply_to=message.reply_to,
-                correlation_id=message.correlation_id,
-                headers=message.headers or {},
-                received_at=time.time(),
-            )
-            try:
-                disposition = await self.pipeline.process(delivery)
-                self.store_failing = False
-            except StoreUnavailable as error:
-                # Without the claim recorded nothing may be sent or acked: back off, requeue.
-                self.store_failing = True
-                self.metrics.store_errors.inc()
-                log.error("state store unavailable; command requeued", error=str(error))
-                await asyncio.sleep(STORE_RETRY_DELAY)
-                await settle(message, ack=False, requeue=True)
-                return
-            if isinstance(disposition, Defer):
-                await self.defer(delivery, disposition)
-                await settle(message, ack=True)
-                self.metrics.deferred.inc()
-                log.info(
-                    "command deferred to the delay queue",
-                    delay_s=round(disposition.delay, 3),
-                    reason=disposition.reason,
-                )
-                return
-            await self.publish_reply(delivery, disposition)
-            await settle(message, ack=True)
-            self.finished(disposition, started)
+            await self.process(message, started)
         except asyncio.CancelledError:
             log.warning("command interrupted before its ack; the broker will redeliver it")
             raise
@@ -95,12 +82,55 @@ class CommandConsumer:
         finally:
             self.metrics.in_flight.dec()
 
+    async def process(self, message: DeliveredMessage, started: float) -> None:
+        """Pipeline, publish, ack; a state store failure requeues instead."""
+        properties = message.header.properties
+        delivery = Delivery(
+            body=message.body,
+            content_type=properties.content_type,
+            content_encoding=properties.content_encoding,
+            reply_to=properties.reply_to,
+            correlation_id=properties.correlation_id,
+            headers=properties.headers or {},
+            received_at=time.time(),
+        )
+        try:
+            disposition = await self.pipeline.process(delivery)
+            self.store_failing = False
+        except StoreUnavailable as error:
+            # Without the claim recorded nothing may be sent or acked: back off, requeue.
+            self.store_failing = True
+            self.metrics.store_errors.inc()
+            log.error("state store unavailable; command requeued", error=str(error))
+            await asyncio.sleep(STORE_RETRY_DELAY)
+            await settle(message, ack=False, requeue=True)
+            return
+        if isinstance(disposition, Defer):
+            await self.defer(delivery, disposition)
+            await settle(message, ack=True)
+            self.metrics.deferred.inc()
+            log.info(
+                "command deferred to the delay queue",
+                delay_s=round(disposition.delay, 3),
+                reason=disposition.reason,
+            )
+            return
+        if disposition.dead_letter is None:
+            await self.publish_result(delivery, disposition)
+        else:
+            await asyncio.gather(
+                self.publish_result(delivery, disposition), self.dead_letter(delivery, disposition)
+            )
+        await settle(message, ack=True)
+        self.finished(disposition, started)
+
     def finished(self, reply: Reply, started: float) -> None:
         """Metrics and the one log line per command."""
         result = reply.result
         elapsed = time.monotonic() - started
-        self.metrics.commands.labels(result.status).inc()
-        self.metrics.command_duration.labels(result.status).observe(elapsed)
+        counter, duration = self.by_status(result.status)
+        counter.inc()
+        duration.observe(elapsed)
         if result.invalid_users:
             self.metrics.invalid_users.inc(len(result.invalid_users))
         log.info(
@@ -113,13 +143,6 @@ class CommandConsumer:
             path=result.error.path if result.error else None,
             duration_ms=round(elapsed * 1000, 2),
         )
-
-    async def publish_reply(self, delivery: Delivery, reply: Reply) -> None:
-        """The dead-letter copy (for rejections) and the result, both confirmed."""
-        publishes = [self.publish_result(delivery, reply)]
-        if reply.dead_letter is not None:
-            publishes.append(self.dead_letter(delivery, reply))
-        await asyncio.gather(*publishes)
 
     async def publish_result(self, delivery: Delivery, reply: Reply) -> None:
         """To ``reply_to`` when given, else the result queue; unroutable replies fall back."""

@@ -169,6 +169,7 @@ class Pipeline:
         self.max_limiter_wait = max_limiter_wait
         self.clock = clock
         self.busy_poll = busy_poll
+        self._releases: set[asyncio.Future[None]] = set()
 
     async def process(self, delivery: Delivery) -> Disposition:
         """The disposition of one delivery. Raises only when the state store fails."""
@@ -300,6 +301,7 @@ class Pipeline:
                     await asyncio.sleep(wait)
                     delay = min(delay * 2, 2.0)
         self.claims.hold(key, command_id)
+        settled = False
         try:
             call = await self.caller.update_template_card(
                 app,
@@ -309,13 +311,32 @@ class Pipeline:
             )
             if call.status == "deferred":
                 await self.store.release(key, command_id, maybe_spent=call.maybe_spent)
+                settled = True
                 wait = max((call.defer_until or self.clock()) - self.clock(), 0.0)
                 return Defer(delay=wait, reason=call.error_message or "rate limit")
             result = self.call_result(delivery, command, received_at, call)
             await self.store.complete(key, command_id, encode_result(result), spent=call.spent)
+            settled = True
         finally:
             self.claims.drop(key)
+            if not settled:
+                self.abandon(key, command_id)
         return self.reply(delivery, fmt, result)
+
+    def abandon(self, key: CodeKey, command_id: str) -> None:
+        """Interrupted mid-call (shutdown, a bug): give the code back as possibly spent.
+
+        Whoever claims it next (this command's redelivery, usually) need not wait
+        for the lease to run out, and reads a 60140 as ``indeterminate``.
+        """
+        release = asyncio.ensure_future(self.store.release(key, command_id, maybe_spent=True))
+        self._releases.add(release)
+        release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[None]) -> None:
+        self._releases.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            log.warning("could not release an abandoned claim", error=str(release.exception()))
 
     def call_result(
         self, delivery: Delivery, command: Command, received_at: float, call: CallOutcome
