@@ -128,7 +128,7 @@ async def http_status_of(http: aiohttp.ClientSession, base: str, token: str, cod
 async def wait_until(condition: Callable[[], bool]) -> None:
     # The simulator's state has no event to wait on; polling it briefly is the simple way.
     async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 - see above
+        while not condition():
             await asyncio.sleep(0.005)
 
 
