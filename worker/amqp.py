@@ -29,6 +29,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
+from worker.acks import ChannelAcks
 from worker.errors import BrokerError
 
 log = structlog.get_logger("worker.amqp")
@@ -107,6 +108,7 @@ class Broker:
         self.channel: AbstractRobustChannel | None = None
         self.consumer_tag: str | None = None
         self._consumer_channel: aiormq.abc.AbstractChannel | None = None
+        self._acks: dict[aiormq.abc.AbstractChannel, ChannelAcks] = {}
         self._handler: MessageHandler | None = None
         self._consuming = False
         self._wake = asyncio.Event()
@@ -185,10 +187,52 @@ class Broker:
         assert self.channel is not None
         assert self._handler is not None
         channel = await self.channel.get_underlay_channel()
-        ok = await channel.basic_consume(self.topology.command_queue, self._handler, no_ack=False)
+        for stale in [c for c in self._acks if c is not channel]:
+            await self._acks.pop(stale).close()
+        if channel not in self._acks:
+            self._acks[channel] = ChannelAcks(channel)
+        ok = await channel.basic_consume(
+            self.topology.command_queue, self._on_delivery, no_ack=False
+        )
         self.consumer_tag = ok.consumer_tag
         self._consumer_channel = channel
         log.info("consuming", queue=self.topology.command_queue, consumer_tag=self.consumer_tag)
+
+    async def _on_delivery(self, message: DeliveredMessage) -> None:
+        acks = self._acks.get(message.channel)
+        tag = getattr(message.delivery, "delivery_tag", None)
+        if acks is not None and tag is not None:
+            acks.delivered(tag)
+        assert self._handler is not None
+        await self._handler(message)
+
+    async def ack(self, message: DeliveredMessage) -> bool:
+        """Ack a delivery (coalesced with its neighbours); False if its channel is gone.
+
+        ``False`` means the broker will redeliver it, which replays the stored
+        outcome, so nothing is lost.
+        """
+        acks = self._acks.get(message.channel)
+        tag = getattr(message.delivery, "delivery_tag", None)
+        if acks is None or tag is None or not acks.ack(tag):
+            log.info("ack dropped: the channel closed; the broker will redeliver")
+            return False
+        return True
+
+    async def nack(self, message: DeliveredMessage, *, requeue: bool = True) -> bool:
+        """Give a delivery back to the queue now; False if its channel is gone."""
+        acks = self._acks.get(message.channel)
+        tag = getattr(message.delivery, "delivery_tag", None)
+        try:
+            if acks is None or tag is None or not await acks.nack(tag, requeue=requeue):
+                raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
+        except STALE_CHANNEL as error:
+            log.info(
+                "nack dropped: the channel closed; the broker will redeliver",
+                error=type(error).__name__,
+            )
+            return False
+        return True
 
     @property
     def consumer_attached(self) -> bool:
@@ -309,32 +353,11 @@ class Broker:
         )
 
     async def close(self) -> None:
-        """Close the channel and the connection."""
+        """Send the last acks, close the channel and the connection."""
         await self.stop_consuming()
+        for acks in self._acks.values():
+            await acks.close()
+        self._acks.clear()
         if self.connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.connection.close(), 10.0)
-
-
-async def settle(message: DeliveredMessage, *, ack: bool, requeue: bool = True) -> bool:
-    """Ack (or nack with requeue) a delivery on its own channel; a stale one is dropped.
-
-    Returns whether the broker got it. ``False`` means the channel the message
-    came on is gone: the broker will redeliver it, which replays the stored
-    outcome, so nothing is lost.
-    """
-    tag = getattr(message.delivery, "delivery_tag", None)
-    channel = message.channel
-    try:
-        if channel.is_closed or tag is None:
-            raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
-        if ack:
-            await channel.basic_ack(tag)
-        else:
-            await channel.basic_nack(tag, requeue=requeue)
-    except STALE_CHANNEL as error:
-        log.info(
-            "ack dropped: the channel closed; the broker will redeliver", error=type(error).__name__
-        )
-        return False
-    return True

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import Counter, Histogram
 
-from worker.amqp import Broker, Returned, settle
+from worker.amqp import Broker, Returned
 from worker.errors import StoreUnavailable
 from worker.pipeline import Defer, Delivery, Pipeline, Reply
 
@@ -41,6 +41,8 @@ class CommandConsumer:
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.store_failing = False
         self._by_status: dict[str, tuple[Counter, Histogram]] = {}
+        # Read at scrape time: no per-command cost.
+        metrics.in_flight.set_function(lambda: len(self.in_flight))
 
     def by_status(self, status: str) -> tuple[Counter, Histogram]:
         """The labelled metric children of one status, looked up once."""
@@ -69,7 +71,6 @@ class CommandConsumer:
         """One delivery, start to ack."""
         structlog.contextvars.clear_contextvars()
         started = time.monotonic()
-        self.metrics.in_flight.inc()
         try:
             await self.process(message, started)
         except asyncio.CancelledError:
@@ -78,9 +79,7 @@ class CommandConsumer:
         except Exception:
             log.exception("unexpected error; command requeued")
             await asyncio.sleep(1.0)
-            await settle(message, ack=False, requeue=True)
-        finally:
-            self.metrics.in_flight.dec()
+            await self.broker.nack(message)
 
     async def process(self, message: DeliveredMessage, started: float) -> None:
         """Pipeline, publish, ack; a state store failure requeues instead."""
@@ -103,11 +102,11 @@ class CommandConsumer:
             self.metrics.store_errors.inc()
             log.error("state store unavailable; command requeued", error=str(error))
             await asyncio.sleep(STORE_RETRY_DELAY)
-            await settle(message, ack=False, requeue=True)
+            await self.broker.nack(message)
             return
         if isinstance(disposition, Defer):
             await self.defer(delivery, disposition)
-            await settle(message, ack=True)
+            await self.broker.ack(message)
             self.metrics.deferred.inc()
             log.info(
                 "command deferred to the delay queue",
@@ -121,7 +120,7 @@ class CommandConsumer:
             await asyncio.gather(
                 self.publish_result(delivery, disposition), self.dead_letter(delivery, disposition)
             )
-        await settle(message, ack=True)
+        await self.broker.ack(message)
         self.finished(disposition, started)
 
     def finished(self, reply: Reply, started: float) -> None:

@@ -43,6 +43,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 import structlog
+from yarl import URL
 
 from worker.ports import CallOutcome, TooLong
 from worker.wecom.errcodes import Action, classify, frequency_block_until
@@ -67,6 +68,7 @@ DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=15.0, connect=5.0, sock_rea
 TOKEN_CONNECTIONS: Final = 4  # pool room for gettoken beside the update calls
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 _HTTP_OK: Final = 200
+_MAX_CACHED_URLS: Final = 64
 _HTTP_TOO_MANY_REQUESTS: Final = 429
 _HTTP_SERVER_ERROR: Final = 500
 _HTTP_GATEWAY_TIMEOUT: Final = 504
@@ -147,6 +149,7 @@ class WeComClient:
         """
         self._session = session
         self._url_prefix = api_base.rstrip("/") + UPDATE_TEMPLATE_CARD_PATH + "?access_token="
+        self._urls: dict[str, URL] = {}
         self._tokens = tokens
         self._limiter = limiter
         self._concurrency = concurrency
@@ -225,9 +228,7 @@ class WeComClient:
         corp_id = app.corp_id
         call.attempts += 1
         try:
-            status, payload = await self._post(
-                corp_id, self._url_prefix + quote(token, safe=""), body
-            )
+            status, payload = await self._post(corp_id, self._url_for(token), body)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             self._count_call(corp_id, "network")
             return await self._retry(call, "connect", describe_error(exc, token, app.secret))
@@ -249,7 +250,17 @@ class WeComClient:
         call.errcode, call.errmsg = answer.errcode, answer.errmsg
         return await self._act(call, classify(answer.errcode), answer, token)
 
-    async def _post(self, corp_id: str, url: str, body: bytes) -> tuple[int, bytes]:
+    def _url_for(self, token: str) -> URL:
+        """The call's URL for a token, parsed once per token (tokens live for hours)."""
+        url = self._urls.get(token)
+        if url is None:
+            if len(self._urls) >= _MAX_CACHED_URLS:
+                self._urls.clear()
+            url = URL(self._url_prefix + quote(token, safe=""), encoded=True)
+            self._urls[token] = url
+        return url
+
+    async def _post(self, corp_id: str, url: URL, body: bytes) -> tuple[int, bytes]:
         """One POST inside the corp's and the process's in-flight limits: (status, body)."""
         async with self._concurrency.slot(corp_id), self._in_flight:
             started = time.perf_counter()
