@@ -1,0 +1,113 @@
+"""Coalesced acks against a real broker: never ack what is unfinished, never swallow a nack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiormq
+import pytest
+from aiormq.abc import DeliveredMessage
+
+from worker.acks import STRAGGLER_DELAY, ChannelAcks
+
+
+@pytest.fixture
+async def channel(amqp_url: str) -> AsyncIterator[aiormq.Channel]:
+    """A raw aiormq channel on the test broker."""
+    connection = await aiormq.connect(amqp_url)
+    channel = await connection.channel()
+    try:
+        yield channel  # type: ignore[misc]
+    finally:
+        await connection.close()
+
+
+async def fill(
+    channel: aiormq.abc.AbstractChannel, queue: str, count: int
+) -> list[DeliveredMessage]:
+    """Declare ``queue``, publish ``count`` messages and consume them all (unacked)."""
+    await channel.queue_declare(queue)
+    for i in range(count):
+        await channel.basic_publish(str(i).encode(), routing_key=queue)
+    got: list[DeliveredMessage] = []
+    done = asyncio.Event()
+
+    async def on_message(message: DeliveredMessage) -> None:
+        got.append(message)
+        if len(got) == count:
+            done.set()
+
+    await channel.basic_qos(prefetch_count=100)
+    await channel.basic_consume(queue, on_message)
+    await asyncio.wait_for(done.wait(), 10)
+    return got
+
+
+async def unacked(amqp_url: str, queue: str) -> int:
+    """Messages a fresh channel can still get from ``queue`` (after the first channel closes)."""
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        ok = await channel.queue_declare(queue, passive=True)
+        return int(ok.message_count or 0)
+    finally:
+        await connection.close()
+
+
+def tag(message: DeliveredMessage) -> int:
+    """The delivery tag."""
+    return int(getattr(message.delivery, "delivery_tag", 0))
+
+
+async def test_only_the_finished_head_is_acked_at_once(
+    channel: aiormq.Channel, queue_prefix: str
+) -> None:
+    """Finishing 1 and 3 of 1..3 acks 1 at once and 3 after the straggler delay; 2 stays out."""
+    messages = await fill(channel, f"{queue_prefix}acks", 3)
+    acks = ChannelAcks(channel)
+    for message in messages:
+        acks.delivered(tag(message))
+    acks.ack(tag(messages[0]))
+    acks.ack(tag(messages[2]))
+    await asyncio.sleep(STRAGGLER_DELAY / 4)
+    assert list(acks.outstanding)[0] == tag(messages[1])
+    await asyncio.sleep(STRAGGLER_DELAY * 4)
+    assert list(acks.outstanding) == [tag(messages[1])]
+    assert acks.finished == {}
+    await acks.close()
+
+
+async def test_nacked_delivery_is_not_covered_by_a_later_multiple_ack(
+    channel: aiormq.Channel, queue_prefix: str, amqp_url: str
+) -> None:
+    """Nack 2 of 1..3, finish the others: 2 comes back to the queue, 1 and 3 are gone."""
+    queue = f"{queue_prefix}nack"
+    messages = await fill(channel, queue, 3)
+    acks = ChannelAcks(channel)
+    for message in messages:
+        acks.delivered(tag(message))
+    await acks.nack(tag(messages[1]), requeue=True)
+    acks.ack(tag(messages[0]))
+    acks.ack(tag(messages[2]))
+    await asyncio.sleep(STRAGGLER_DELAY * 4)
+    await acks.close()
+    await channel.close()
+    assert await unacked(amqp_url, queue) == 1
+
+
+async def test_unfinished_deliveries_return_when_the_channel_closes(
+    channel: aiormq.Channel, queue_prefix: str, amqp_url: str
+) -> None:
+    """Acked ones stay acked; the unfinished one is redelivered after the channel closes."""
+    queue = f"{queue_prefix}close"
+    messages = await fill(channel, queue, 4)
+    acks = ChannelAcks(channel)
+    for message in messages:
+        acks.delivered(tag(message))
+    for message in messages[:3]:
+        acks.ack(tag(message))
+    await acks.close()
+    await channel.close()
+    assert await unacked(amqp_url, queue) == 1
+    assert acks.ack(tag(messages[3])) is False
