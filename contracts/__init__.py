@@ -48,13 +48,14 @@ from contracts.codec import (
     peek_command_id,
     validate_command,
 )
-from contracts.command import Command
+from contracts.command import CODE_LIFETIME_SECONDS, Command
 from contracts.request import ButtonReplacement, UpdateTemplateCardRequest
 from contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
 from contracts.schema import message_schema, schema_text
 from contracts.violations import CommandInvalid, Violation, ViolationKind
 
 __all__ = [
+    "CODE_LIFETIME_SECONDS",
     "STATUSES",
     "ActionItem",
     "ActionMenu",

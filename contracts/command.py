@@ -11,6 +11,9 @@ from contracts.request import UpdateTemplateCardRequest
 
 CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
+CODE_LIFETIME_SECONDS = 72 * 3600
+"""A response_code can be used for 72 hours after WeCom issued it (the seed, line 14)."""
+
 
 class Command(CardPart):
     """One request to update one card, with what the worker needs around it."""

@@ -71,7 +71,7 @@ async def test_only_the_finished_head_is_acked_at_once(
     acks.ack(tag(messages[0]))
     acks.ack(tag(messages[2]))
     await asyncio.sleep(STRAGGLER_DELAY / 4)
-    assert list(acks.outstanding)[0] == tag(messages[1])
+    assert acks.outstanding[0] == tag(messages[1])
     await asyncio.sleep(STRAGGLER_DELAY * 4)
     assert list(acks.outstanding) == [tag(messages[1])]
     assert acks.finished == {}

@@ -22,6 +22,7 @@ import msgspec
 import structlog
 
 from contracts import (
+    CODE_LIFETIME_SECONDS,
     BodyFormat,
     Command,
     CommandInvalid,
@@ -45,7 +46,6 @@ from worker.ports import (
     Replay,
     StateStore,
 )
-from worker.settings import CODE_LIFETIME_SECONDS
 
 log = structlog.get_logger("worker.pipeline")
 

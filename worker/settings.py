@@ -21,7 +21,6 @@ from worker.apps import App
 from worker.errors import SettingsError
 
 DEFAULT_RATE_LIMIT = "10000/min,150000/h"
-CODE_LIFETIME_SECONDS = 72 * 3600
 
 
 @dataclass(frozen=True)
