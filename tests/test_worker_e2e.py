@@ -161,6 +161,22 @@ async def test_reply_to_correlation_id_and_msgpack(stack: Stack) -> None:
     assert by_type["application/json"].correlation_id == "json"
 
 
+async def test_correlation_id_over_255_bytes_is_in_the_body_only(stack: Stack) -> None:
+    """A command_id of 100 Chinese characters (300 bytes) cannot be the AMQP property."""
+    await stack.worker()
+    command_id = "审" * 100
+    async with stack.upstream() as up:
+        await up.publish(command(command_id, "rc-long"))
+        [message] = await up.take("WECOM_RESULT_QUEUE", 1)
+    result = decode_result(message.body)
+    assert (result.command_id, result.correlation_id, result.status) == (
+        command_id,
+        command_id,
+        "ok",
+    )
+    assert message.correlation_id is None
+
+
 async def test_direct_reply_to_gets_the_result(stack: Stack) -> None:
     """amq.rabbitmq.reply-to works as reply_to."""
     await stack.worker()
