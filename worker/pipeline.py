@@ -49,7 +49,7 @@ from worker.ports import (
 
 log = structlog.get_logger("worker.pipeline")
 
-MSGPACK_TYPES = frozenset({"application/msgpack", "application/x-msgpack"})
+MSGPACK_TYPES = frozenset({"application/msgpack"})
 JSON_TYPES = frozenset({"application/json"})
 IDENTITY_ENCODINGS = frozenset({"", "identity"})
 
@@ -221,11 +221,9 @@ class Pipeline:
                 command=command,
             )
         structlog.contextvars.bind_contextvars(corp_id=app.corp_id, agentid=app.agentid)
-        if (
-            command.code_issued_at is not None
-            and self.clock() - command.code_issued_at > CODE_LIFETIME_SECONDS
-        ):
-            age_hours = (self.clock() - command.code_issued_at) / 3600
+        issued_at = command.code_issued_at
+        if issued_at is not None and self.clock() - issued_at > CODE_LIFETIME_SECONDS:
+            age_hours = (self.clock() - issued_at) / 3600
             return self.refusal(
                 delivery,
                 fmt,
@@ -321,7 +319,7 @@ class Pipeline:
             self.claims.drop(key)
             if not settled:
                 self.abandon(key, command_id)
-        return self.reply(delivery, fmt, result)
+        return self.reply(fmt, result)
 
     def abandon(self, key: CodeKey, command_id: str) -> None:
         """Interrupted mid-call (shutdown, a bug): give the code back as possibly spent.
@@ -389,9 +387,7 @@ class Pipeline:
         error: ResultError,
     ) -> Reply:
         """A decoded command that ends before any call: expired or duplicate."""
-        return self.reply(
-            delivery, fmt, self.result(delivery, command, received_at, status, error=error)
-        )
+        return self.reply(fmt, self.result(delivery, command, received_at, status, error=error))
 
     def rejected(
         self,
@@ -418,13 +414,7 @@ class Pipeline:
             received_at=received_at,
             finished_at=self.clock(),
         )
-        reply = self.reply(delivery, fmt, result)
-        return Reply(
-            result=reply.result,
-            body=reply.body,
-            content_type=reply.content_type,
-            dead_letter=DeadLetter(code=code, message=message, path=path),
-        )
+        return self.reply(fmt, result, DeadLetter(code=code, message=message, path=path))
 
     def replay(self, delivery: Delivery, fmt: BodyFormat, stored: bytes) -> Reply:
         """The stored result of this very command, marked ``replayed``."""
@@ -434,16 +424,18 @@ class Pipeline:
             replayed=True,
             correlation_id=delivery.correlation_id or original.command_id,
         )
-        return self.reply(delivery, fmt, result)
+        return self.reply(fmt, result)
 
-    def reply(self, delivery: Delivery, fmt: BodyFormat, result: Result) -> Reply:
+    @staticmethod
+    def reply(fmt: BodyFormat, result: Result, dead_letter: DeadLetter | None = None) -> Reply:
         """Encode a result as its command was encoded (JSON when that was unreadable)."""
-        try:
-            body_format(delivery.content_type)
-        except BodyRejected:
-            fmt = "json"
         content_type = "application/msgpack" if fmt == "msgpack" else "application/json"
-        return Reply(result=result, body=encode_result(result, fmt), content_type=content_type)
+        return Reply(
+            result=result,
+            body=encode_result(result, fmt),
+            content_type=content_type,
+            dead_letter=dead_letter,
+        )
 
 
 def body_format(content_type: str | None) -> BodyFormat:
