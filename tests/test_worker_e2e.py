@@ -212,6 +212,19 @@ async def test_missing_reply_to_queue_falls_back_to_the_result_queue(stack: Stac
     assert decode_result(message.body).status == "ok"
 
 
+async def test_deleted_result_queue_is_declared_again(stack: Stack) -> None:
+    """Someone deletes the result queue: the worker declares it again and the result lands."""
+    worker = await stack.worker()
+    async with stack.upstream() as up:
+        assert up.channel is not None
+        await up.channel.queue_delete(f"{stack.prefix}results")
+        await up.publish(command("after-delete", "rc-ad"))
+        await wait_for_queue(stack.amqp_url, f"{stack.prefix}results")
+        results = await up.results(1)
+    assert results["after-delete"].status == "ok"
+    assert "the result queue was gone" in worker.logs()
+
+
 async def test_invalid_command_is_dead_lettered_with_its_reason(stack: Stack) -> None:
     """The original bytes and properties go to the dead-letter queue, the reason in headers."""
     await stack.worker()

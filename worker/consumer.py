@@ -145,27 +145,48 @@ class CommandConsumer:
 
     async def publish_result(self, delivery: Delivery, reply: Reply) -> None:
         """To ``reply_to`` when given, else the result queue; unroutable replies fall back."""
-        topology = self.broker.topology
-        target = delivery.reply_to or topology.result_queue
+        target = delivery.reply_to
         correlation_id = reply.result.correlation_id
-        try:
-            await self.broker.publish(
-                target, reply.body, content_type=reply.content_type, correlation_id=correlation_id
-            )
-        except Returned:
-            if target == topology.result_queue:
-                raise
-            self.metrics.unroutable_results.inc()
-            log.warning(
-                "reply_to queue does not exist; result sent to the result queue", reply_to=target
-            )
-            await self.broker.publish(
-                topology.result_queue,
-                reply.body,
-                content_type=reply.content_type,
-                correlation_id=correlation_id,
-                headers={"x-unroutable-reply-to": target},
-            )
+        if target:
+            try:
+                await self.broker.publish(
+                    target,
+                    reply.body,
+                    content_type=reply.content_type,
+                    correlation_id=correlation_id,
+                )
+            except Returned:
+                self.metrics.unroutable_results.inc()
+                log.warning(
+                    "reply_to queue does not exist; result sent to the result queue",
+                    reply_to=target,
+                )
+            else:
+                return
+        headers = {"x-unroutable-reply-to": target} if target else None
+        await self.to_result_queue(reply, correlation_id, headers)
+
+    async def to_result_queue(
+        self, reply: Reply, correlation_id: str | None, headers: dict[str, Any] | None
+    ) -> None:
+        """Publish on the result queue; if someone deleted it, declare it again first."""
+        queue = self.broker.topology.result_queue
+        for attempt in range(2):
+            try:
+                await self.broker.publish(
+                    queue,
+                    reply.body,
+                    content_type=reply.content_type,
+                    correlation_id=correlation_id,
+                    headers=headers,
+                )
+            except Returned:
+                if attempt:
+                    raise
+                log.warning("the result queue was gone; declaring it again", queue=queue)
+                await self.broker.declare()
+            else:
+                return
 
     async def dead_letter(self, delivery: Delivery, reply: Reply) -> None:
         """The original bytes and properties, with the reason in headers."""
