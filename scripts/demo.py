@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -259,8 +258,6 @@ async def main() -> int:
                     process.wait(30)
         if node is not None:
             node.close()
-        if os.environ.get("WECOM_DEMO_KEEP") is None:
-            shutil.rmtree(work / "state.sqlite3", ignore_errors=True)
 
 
 if __name__ == "__main__":
