@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -120,14 +118,6 @@ class WorkerProcess:
         """Everything the worker printed so far."""
         return self.log_path.read_text("utf-8", "replace") if self.log_path else ""
 
-    def log_events(self) -> list[dict[str, Any]]:
-        """The worker's JSON log lines, parsed."""
-        events = []
-        for line in self.logs().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                events.append(json.loads(line))
-        return events
-
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; the exit code."""
         assert self.process is not None
@@ -240,11 +230,3 @@ class Upstream:
             result = decode_result(message.body, "msgpack" if packed else "json")
             results[result.command_id or f"<none:{len(results)}>"] = result
         return results
-
-    async def queue_length(self, queue_key: str) -> int:
-        """Messages ready in a queue."""
-        assert self.channel is not None
-        queue = await self.channel.declare_queue(
-            self.queues.get(queue_key, queue_key), passive=True
-        )
-        return int(queue.declaration_result.message_count or 0)

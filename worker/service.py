@@ -153,6 +153,11 @@ class Service:
             max_limiter_wait=settings.max_limiter_wait,
         )
         self.consumer = CommandConsumer(self.broker, pipeline, self.metrics)
+        broker = self.broker
+        # Read at scrape time, not only when a probe asks /readyz.
+        self.metrics.broker_connected.set_function(
+            lambda: float(broker.connected and broker.consumer_attached)
+        )
         code = EXIT_OK
         try:
             connect = asyncio.create_task(self.broker.connect())
@@ -263,7 +268,6 @@ class Service:
         connected = broker is not None and broker.connected
         consuming = broker is not None and broker.consumer_attached
         store_ok = self.store_ok and not (self.consumer is not None and self.consumer.store_failing)
-        self.metrics.broker_connected.set(1 if connected and consuming else 0)
         checks = {"broker": connected, "consumer": consuming, "state_store": store_ok}
         detail = {"state_store": self.store_detail}
         untrusted = self.caller.untrusted_corps if self.caller is not None else frozenset()
