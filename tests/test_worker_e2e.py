@@ -409,6 +409,8 @@ async def test_metrics_health_and_readiness(stack: Stack) -> None:
     assert status == 200
     assert 'wecom_commands_total{status="ok"} 1.0' in metrics
     assert 'wecom_api_calls_total{corp_id="ww-e2e-corp",errcode="0"} 1.0' in metrics
+    assert "wecom_broker_connected 1.0" in metrics
+    assert "wecom_state_store_durable 1.0" in metrics
     assert worker.get("/healthz")[0] == 200
     status, body = worker.get("/readyz")
     assert status == 200
