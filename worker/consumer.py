@@ -41,6 +41,7 @@ log = structlog.get_logger("worker.consumer")
 
 MAX_HEADER_TEXT: Final = 2000
 MAX_UNEXPECTED_FAILURES: Final = 5  # deliveries of one command that hit a bug before it is parked
+UNEXPECTED_PAUSE_FIRST: Final = 0.5
 UNEXPECTED_PAUSE_MAX: Final = 30.0
 REMEMBERED_FAILURES: Final = 10_000
 PUBLISH_RETRY_MAX: Final = 30.0
@@ -140,6 +141,10 @@ class CommandConsumer:
             await asyncio.gather(
                 self.publish_result(delivery, disposition), self.dead_letter(delivery, disposition)
             )
+        fault = self.pipeline.fault
+        if fault is not None:
+            fault("after_publish")
+            fault("before_ack")
         self.transport.ack(delivery)
         self.finished(disposition, started)
 
@@ -258,7 +263,7 @@ class CommandConsumer:
                 self.transport.ack(delivery)
                 self.metrics.dead_lettered.inc()
             return
-        pause = min(2.0**failures, UNEXPECTED_PAUSE_MAX)
+        pause = min(UNEXPECTED_PAUSE_FIRST * 2.0 ** (failures - 1), UNEXPECTED_PAUSE_MAX)
         log.warning("command requeued after an unexpected error", retry_in=pause)
         await asyncio.sleep(pause)
         await self.transport.requeue(delivery)

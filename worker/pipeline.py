@@ -195,6 +195,7 @@ class Pipeline:
         max_limiter_wait: float,
         clock: Callable[[], float] = time.time,
         busy_poll: float = 0.25,
+        fault: Callable[[str], None] | None = None,
     ) -> None:
         self.apps = apps
         self.store = store
@@ -204,6 +205,7 @@ class Pipeline:
         self.max_limiter_wait = max_limiter_wait
         self.clock = clock
         self.busy_poll = busy_poll
+        self.fault = fault  # test-only: worker.faultpoints
         self._releases: set[asyncio.Future[None]] = set()
         self._recording: set[asyncio.Future[None]] = set()
 
@@ -237,6 +239,8 @@ class Pipeline:
                 path=invalid.path,
             )
         structlog.contextvars.bind_contextvars(command_id=command.command_id)
+        if self.fault is not None:
+            self.fault("after_decode")
         request = command.request
         try:
             app = self.apps.resolve(command.corp_id, request.agentid)
@@ -364,12 +368,16 @@ class Pipeline:
         self.claims.hold(key, command_id)
         settled = False
         try:
+            if self.fault is not None:
+                self.fault("after_claim")
             call = await self.caller.update_template_card(
                 app,
                 encode_request(request),
                 maybe_spent=maybe_spent,
                 max_limiter_wait=self.max_limiter_wait,
             )
+            if self.fault is not None:
+                self.fault("after_answer")
             match call:
                 case Deferred(until=until, reason=reason, maybe_spent=call_maybe_spent):
                     await self.store.release(key, command_id, maybe_spent=call_maybe_spent)
@@ -379,6 +387,8 @@ class Pipeline:
                     result = self.call_result(delivery, command, received_at, call)
                     settled = True  # from here on the outcome is recorded, come what may
                     await self.record(key, command_id, result, spent=call.spent)
+                    if self.fault is not None:
+                        self.fault("after_record")
                     return self.reply(fmt, result)
         finally:
             if not settled:

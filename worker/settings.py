@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from worker.apps import App
 from worker.errors import SettingsError
+from worker.faultpoints import SETTING as FAULT_POINT_SETTING
+from worker.faultpoints import FaultPoint, parse_fault_point
 from worker.ratelimit import Window, parse_rate_limit
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -67,6 +69,7 @@ class Settings:
     redis_wait_replicas: int
     redis_password: str | None = field(repr=False)
     instance_id: str
+    fault_point: FaultPoint | None  # test-only, see worker.faultpoints
 
     @property
     def amqp_url_safe(self) -> str:
@@ -216,6 +219,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_wait_replicas=env.integer("WECOM_REDIS_WAIT_REPLICAS", 0, 0, 16),
         redis_password=env.get("WECOM_REDIS_PASSWORD"),
         instance_id=secrets.token_hex(6),
+        fault_point=parse_fault_point(env.get(FAULT_POINT_SETTING)),
     )
 
 

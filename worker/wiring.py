@@ -21,6 +21,7 @@ from worker.apps import AppRegistry
 from worker.concurrency import CorpConcurrency
 from worker.consumer import CommandConsumer
 from worker.errors import SettingsError
+from worker.faultpoints import FaultPoint
 from worker.metrics import Metrics
 from worker.pipeline import HeldClaims, Pipeline
 from worker.ports import RateLimiter, StateStore
@@ -64,7 +65,9 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
         timeout = aiohttp.ClientTimeout(
             total=settings.call_timeout, connect=min(5.0, settings.call_timeout)
         )
-        session = create_session(settings.concurrency, timeout=timeout)
+        session = create_session(
+            settings.concurrency, timeout=timeout, trace_configs=fault_traces(settings.fault_point)
+        )
         stack.push_async_callback(session.close)
         caller = WeComClient(
             session,
@@ -98,6 +101,7 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
             claims=claims,
             max_message_bytes=settings.max_message_bytes,
             max_limiter_wait=settings.max_limiter_wait,
+            fault=settings.fault_point,
         )
         consumer = CommandConsumer(broker, pipeline, metrics)
         yield Parts(
@@ -129,3 +133,19 @@ async def open_shared(settings: Settings, stack: contextlib.AsyncExitStack) -> S
             tokens=MemoryTokenStore(),
         )
     raise SettingsError("WECOM_STATE_URL", f"no state store for {settings.state_url_safe}")
+
+
+def fault_traces(fault: FaultPoint | None) -> list[aiohttp.TraceConfig]:
+    """The ``request_written`` fault point: fires once a request's body went out (tests only)."""
+    if fault is None or fault.point != "request_written":
+        return []
+
+    async def on_chunk_sent(
+        _session: object, _context: object, params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
+        if params.method == "POST":  # update_template_card, not gettoken
+            fault("request_written")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(on_chunk_sent)
+    return [trace]

@@ -76,7 +76,10 @@ _HTTP_GATEWAY_TIMEOUT: Final = 504
 
 
 def create_session(
-    max_connections: int, *, timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT
+    max_connections: int,
+    *,
+    timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
 ) -> aiohttp.ClientSession:
     """The one ClientSession of a process: pooled keep-alive connections, explicit timeouts.
 
@@ -86,7 +89,9 @@ def create_session(
     connector = aiohttp.TCPConnector(
         limit=max_connections + TOKEN_CONNECTIONS, ttl_dns_cache=300, keepalive_timeout=15.0
     )
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, raise_for_status=False, trace_configs=trace_configs
+    )
 
 
 class _Answer(msgspec.Struct):
