@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from worker.apps import App
 from worker.errors import SettingsError
+from worker.redact import redact_url
 
 DEFAULT_RATE_LIMIT = "10000/min,150000/h"
 
@@ -63,15 +64,6 @@ class Settings:
     def state_url_safe(self) -> str:
         """The state store URL without its password, for logs."""
         return redact_url(self.state_url)
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host:port/path``: never log a password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 class Environment:
