@@ -17,24 +17,15 @@ import gzip
 import json
 import re
 import sys
-import tempfile
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.apps import App, AppRegistry
-from worker.concurrency import CorpConcurrency
-from worker.metrics import Metrics
-from worker.pipeline import Delivery, HeldClaims, Pipeline, Reply
-from worker.ratelimit import LocalRateLimiter, parse_rate_limit
-from worker.state.sqlite import SqliteStateStore
-from worker.wecom.client import WeComClient, create_session
-from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import TokenCache
+from tests.hostile_bodies import rejecting_pipeline
+from worker.pipeline import Delivery, Pipeline, Reply
 
 CAP = 256 * 1024
 """WECOM_MAX_MESSAGE_BYTES of the run (the default)."""
-UNUSED_API = "http://127.0.0.1:9"  # rejected commands never reach it
 KIB = 1024
 
 
@@ -148,45 +139,19 @@ async def measure(pipeline: Pipeline, name: str, delivery: Delivery) -> dict[str
 
 async def main(names: list[str]) -> None:
     """Build a pipeline on real parts (SQLite store, WeCom client), then run each case."""
-    with tempfile.TemporaryDirectory() as state_dir:
-        store = await SqliteStateStore.open(
-            str(Path(state_dir) / "state.db"), owner="memory", lease_seconds=5
+    async with rejecting_pipeline(CAP) as pipeline:
+        # Every body is built first: what the allocator keeps of building them is no
+        # part of what decoding them costs.
+        deliveries = {name: CASES[name]() for name in names}
+        gc.collect()
+        start = status_kib("VmRSS")
+        for name, delivery in deliveries.items():
+            figure = await measure(pipeline, name, delivery)
+            sys.stdout.write(json.dumps(figure) + "\n")
+        gc.collect()
+        sys.stdout.write(
+            json.dumps({"case": "all", "after_kib": status_kib("VmRSS") - start}) + "\n"
         )
-        session = create_session(1)
-        metrics = Metrics()
-        client = WeComClient(
-            session,
-            UNUSED_API,
-            tokens=TokenCache(session, UNUSED_API, metrics),
-            limiter=LocalRateLimiter(parse_rate_limit("10/s")),
-            concurrency=CorpConcurrency(1),
-            metrics=metrics,
-            policy=RetryPolicy(budget=1.0, base_delay=0.01, max_delay=0.05),
-        )
-        pipeline = Pipeline(
-            apps=AppRegistry([App("ww-memory", 1, "memory-secret")]),
-            store=store,
-            caller=client,
-            claims=HeldClaims(),
-            max_message_bytes=CAP,
-            max_limiter_wait=0.1,
-        )
-        try:
-            # Every body is built first: what the allocator keeps of building them is no
-            # part of what decoding them costs.
-            deliveries = {name: CASES[name]() for name in names}
-            gc.collect()
-            start = status_kib("VmRSS")
-            for name, delivery in deliveries.items():
-                figure = await measure(pipeline, name, delivery)
-                sys.stdout.write(json.dumps(figure) + "\n")
-            gc.collect()
-            sys.stdout.write(
-                json.dumps({"case": "all", "after_kib": status_kib("VmRSS") - start}) + "\n"
-            )
-        finally:
-            await session.close()
-            await store.close()
 
 
 if __name__ == "__main__":
