@@ -237,7 +237,8 @@ class Walker:
                 path,
                 f"{name} has {len(value)} items; the seed allows at most {inner.max_length}",
             )
-        for i, item in enumerate(value):
+        # Items past the limit are not looked at: the list must shrink to it anyway.
+        for i, item in enumerate(value[: inner.max_length]):
             self.walk(item, inner.item_type, f"{path}[{i}]", f"{path}[{i}]")
 
     def walk_scalar(self, value: Any, t: mi.Type, inner: mi.Type, path: str) -> None:
