@@ -8,9 +8,11 @@ they cannot disagree. :func:`read_command` takes the AMQP body with its
 Memory: a hostile body must not cost more than a small multiple of the size
 cap. The body is measured before and after decompression (inflating stops one
 byte past the cap, so a compression bomb costs the cap, not its claim); the
-typed decoder stops at the first broken rule; the generous walk that lists
-every problem runs only on bodies small enough to afford it (see
-:data:`contracts.codec.DIAGNOSE_MAX_BYTES`). A refused body's ``command_id``
+typed decoder stops at the first broken rule (except that a JSON list is built
+whole before its length is checked: 50,000 short userids under a 256 KiB cap
+are the costliest body found, ~3 MiB of objects, ~8 MiB of peak RSS); the
+generous walk that lists every problem runs only on bodies small enough to
+afford it (see :data:`contracts.codec.DIAGNOSE_MAX_BYTES`). A refused body's ``command_id``
 is read without building the body: msgspec skips every other field, and the
 id arrives as a zero-copy :class:`msgspec.Raw` that is decoded only when it is
 short enough to be a valid id. A truncated or compressed body is searched for
