@@ -9,6 +9,9 @@ and check commands with the same Structs the worker decodes::
         command = decode_command(body)          # JSON bytes
     except CommandInvalid as error:
         print(error.path, error.message)
+
+:func:`read_command` judges a delivered body with its AMQP ``content_type``
+and ``content_encoding`` and the size cap, exactly as the worker does.
 """
 
 from contracts.cards import (
@@ -49,6 +52,7 @@ from contracts.codec import (
     validate_command,
 )
 from contracts.command import CODE_LIFETIME_SECONDS, Command
+from contracts.message import MAX_CLOCK_SKEW_SECONDS, media_format, read_command
 from contracts.request import ButtonReplacement, UpdateTemplateCardRequest
 from contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
 from contracts.schema import message_schema, schema_text
@@ -56,6 +60,7 @@ from contracts.violations import CommandInvalid, Violation, ViolationKind
 
 __all__ = [
     "CODE_LIFETIME_SECONDS",
+    "MAX_CLOCK_SKEW_SECONDS",
     "STATUSES",
     "ActionItem",
     "ActionMenu",
@@ -98,8 +103,10 @@ __all__ = [
     "encode_command",
     "encode_request",
     "encode_result",
+    "media_format",
     "message_schema",
     "peek_command_id",
+    "read_command",
     "schema_text",
     "validate_command",
 ]

@@ -10,6 +10,7 @@ input, so it favours clear words over speed.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 from typing import Any
@@ -23,6 +24,13 @@ from contracts.rules import mode_violation
 from contracts.violations import Violation, ViolationKind
 
 CARD_TYPE = "card_type"
+MAX_VIOLATIONS = 100
+"""The walk stops after this many problems: a caller fixes a few at a time, and a
+hostile body with a broken item per byte must not cost a message per byte."""
+
+
+class _Enough(Exception):
+    """Raised inside the walk once :data:`MAX_VIOLATIONS` problems are collected."""
 
 
 def diagnose(raw: Any) -> list[Violation]:
@@ -36,7 +44,8 @@ def diagnose(raw: Any) -> list[Violation]:
             )
         ]
     walker = Walker()
-    walker.walk(raw, _command_info(), "", "the command")
+    with contextlib.suppress(_Enough):
+        walker.walk(raw, _command_info(), "", "the command")
     request = raw.get("request")
     if isinstance(request, dict):
         walker.check_mode(request)
@@ -131,8 +140,10 @@ class Walker:
         self.violations: list[Violation] = []
 
     def add(self, kind: ViolationKind, path: str, message: str) -> None:
-        """Record one violation."""
+        """Record one violation; stop the walk once there are enough."""
         self.violations.append(Violation(kind, path or None, message))
+        if len(self.violations) >= MAX_VIOLATIONS:
+            raise _Enough
 
     def walk(self, value: Any, t: mi.Type, path: str, here: str) -> None:
         """Check ``value`` against ``t``; ``here`` names the place in words."""
@@ -226,7 +237,8 @@ class Walker:
                 path,
                 f"{name} has {len(value)} items; the seed allows at most {inner.max_length}",
             )
-        for i, item in enumerate(value):
+        # Items past the limit are not looked at: the list must shrink to it anyway.
+        for i, item in enumerate(value[: inner.max_length]):
             self.walk(item, inner.item_type, f"{path}[{i}]", f"{path}[{i}]")
 
     def walk_scalar(self, value: Any, t: mi.Type, inner: mi.Type, path: str) -> None:

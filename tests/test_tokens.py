@@ -16,10 +16,10 @@ from tests.services import LOOPBACK, free_port
 from worker.apps import App
 from worker.errors import TokenRejected, TokenUnavailable
 from worker.metrics import Metrics
+from worker.redact import describe_error
 from worker.wecom.tokens import (
     MemoryTokenStore,
     TokenCache,
-    describe_error,
     use_until,
 )
 

@@ -56,7 +56,7 @@ from pamqp import commands as spec
 from worker.acks import ChannelAcks, Settle
 from worker.errors import BrokerError, PublishRefused, Unroutable
 from worker.ports import Delivery, OutgoingResult, ResultRoute
-from worker.settings import redact_url
+from worker.redact import redact_url
 
 log = structlog.get_logger("worker.amqp")
 

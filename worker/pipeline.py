@@ -11,10 +11,8 @@ exception that leaves it unacked (state store unreachable): nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,11 +29,11 @@ from contracts import (
     Result,
     ResultError,
     Status,
-    decode_command,
     decode_result,
     encode_request,
     encode_result,
-    peek_command_id,
+    media_format,
+    read_command,
 )
 from worker.apps import App, AppRegistry
 from worker.errors import StoreUnavailable, UnknownApp
@@ -62,10 +60,6 @@ DUE_AT_HEADER = "x-wecom-due-at-ms"  # when a deferred command may be called aga
 DUE_TOLERANCE = 0.05  # seconds early a deferred command may be taken up
 RECORD_RETRY_FIRST = 0.1
 RECORD_RETRY_MAX = 5.0
-
-MSGPACK_TYPES = frozenset({"application/msgpack"})
-JSON_TYPES = frozenset({"application/json"})
-IDENTITY_ENCODINGS = frozenset({"", "identity"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +167,6 @@ class HeldClaims:
         return list(self._held.items())
 
 
-class BodyRejected(Exception):
-    """The delivery's bytes cannot be read as a command at all."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(message)
-
-
 class Pipeline:
     """Turns deliveries into dispositions. One instance serves every delivery concurrently."""
 
@@ -212,22 +198,15 @@ class Pipeline:
     async def process(self, delivery: Delivery) -> Disposition:
         """The disposition of one delivery. Raises only when the state store fails."""
         received_at = delivery.received_at or self.clock()
-        fmt: BodyFormat = "json"
+        fmt: BodyFormat = media_format(delivery.content_type) or "json"
         try:
-            fmt = body_format(delivery.content_type)
-            body = self.plain_body(delivery)
-        except BodyRejected as rejected:
-            return self.rejected(
-                delivery,
-                received_at=received_at,
-                fmt=fmt,
-                command_id=None,
-                code="invalid_command",
-                message=rejected.message,
-                path=None,
+            command = read_command(
+                delivery.body,
+                content_type=delivery.content_type,
+                content_encoding=delivery.content_encoding,
+                max_bytes=self.max_message_bytes,
+                now=self.clock(),
             )
-        try:
-            command = decode_command(body, fmt)
         except CommandInvalid as invalid:
             return self.rejected(
                 delivery,
@@ -304,33 +283,6 @@ class Pipeline:
                 path=path,
             ),
         )
-
-    def plain_body(self, delivery: Delivery) -> bytes:
-        """The body, size-checked and decompressed when its content_encoding says so."""
-        body = delivery.body
-        if len(body) > self.max_message_bytes:
-            raise BodyRejected(
-                f"the message is {len(body)} bytes; "
-                f"the worker accepts at most {self.max_message_bytes}"
-            )
-        encoding = (delivery.content_encoding or "").strip().lower()
-        if encoding in IDENTITY_ENCODINGS:
-            return body
-        if encoding not in {"gzip", "deflate"}:
-            raise BodyRejected(
-                f"content_encoding {delivery.content_encoding!r} is not supported; "
-                "send the body uncompressed, or gzip / deflate"
-            )
-        try:
-            inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-            plain = inflater.decompress(body, self.max_message_bytes + 1)
-        except (zlib.error, gzip.BadGzipFile) as error:
-            raise BodyRejected(f"the body is not valid {encoding}: {error}") from None
-        if len(plain) > self.max_message_bytes or inflater.unconsumed_tail:
-            raise BodyRejected(
-                f"the decompressed message is larger than {self.max_message_bytes} bytes"
-            )
-        return plain
 
     async def claim_and_call(
         self,
@@ -527,8 +479,6 @@ class Pipeline:
         command: Command | None = None,
     ) -> Reply:
         """``rejected``: nothing was sent; the original goes to the dead-letter queue."""
-        if command_id is None and code == "invalid_command":
-            command_id = peek_command_id(delivery.body, fmt)
         result = Result(
             command_id=command_id,
             correlation_id=delivery.correlation_id or command_id,
@@ -561,21 +511,6 @@ class Pipeline:
             content_type=content_type,
             dead_letter=dead_letter,
         )
-
-
-def body_format(content_type: str | None) -> BodyFormat:
-    """``json`` or ``msgpack`` from a content_type; parameters such as charset are ignored."""
-    if content_type is None:
-        return "json"
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in JSON_TYPES or media == "":
-        return "json"
-    if media in MSGPACK_TYPES:
-        return "msgpack"
-    raise BodyRejected(
-        f"content_type {content_type!r} is not supported; "
-        "send application/json or application/msgpack"
-    )
 
 
 def header_seconds(headers: Mapping[str, Any], name: str) -> float | None:

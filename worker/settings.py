@@ -22,6 +22,7 @@ from worker.errors import SettingsError
 from worker.faultpoints import SETTING as FAULT_POINT_SETTING
 from worker.faultpoints import FaultPoint, parse_fault_point
 from worker.ratelimit import Window, parse_rate_limit
+from worker.redact import redact_url
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
@@ -87,15 +88,6 @@ class Settings:
         if self.state_url.startswith("sqlite:"):
             return sqlite_path(self.state_url)
         return None
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host:port/path``: never log a password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 class Environment:
