@@ -415,7 +415,7 @@ def test_sigterm_before_the_broker_answers_exits_zero(tmp_path: Path) -> None:
 
 
 async def test_unreachable_state_store_means_no_ack_and_not_ready(stack: Stack) -> None:
-    """The SQLite file gone: the command is not sent, not answered, stays queued; /readyz is 503."""
+    """The SQLite file gone: not sent, not answered, back in the queue once; consuming paused."""
     worker = await stack.worker()
     (stack.tmp / "state" / "state.sqlite3").unlink()
     async with stack.upstream() as up:
@@ -424,7 +424,11 @@ async def test_unreachable_state_store_means_no_ack_and_not_ready(stack: Stack) 
         with pytest.raises(TimeoutError):
             await up.results(1, timeout=3)
     assert stack.sim.state.code_stats("rc-ns").calls == 0
-    assert "state store unavailable; command requeued" in worker.logs()
+    logs = worker.logs()
+    assert "state store unavailable; command requeued" in logs
+    # Paused, not spinning: the command went back once and was not taken again meanwhile.
+    assert "consuming paused" in logs
+    assert logs.count("state store unavailable; command requeued") == 1
     worker.kill()
     async with stack.upstream() as up:
         [message] = await up.take("WECOM_COMMAND_QUEUE", 1, timeout=10)

@@ -45,6 +45,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -84,6 +85,12 @@ STALE_CHANNEL: Final = (
     RuntimeError,
     ConnectionError,
 )
+
+
+def vhost_of(url: str) -> str:
+    """The vhost an AMQP URL names (``/`` when its path is empty)."""
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def bucket_name(prefix: str, seconds: float) -> str:
@@ -213,10 +220,17 @@ class Broker:
                     f"the broker at {redact_url(self.url)} refused the credentials "
                     f"(ACCESS_REFUSED: {error}); check the user and password"
                 ) from None
-            except aiormq.exceptions.ConnectionNotAllowed as error:
+            except (
+                aiormq.exceptions.ConnectionNotAllowed,
+                aiormq.exceptions.InvalidFrameError,  # Connection.Close instead of Open-Ok
+            ) as error:
+                if isinstance(error, aiormq.exceptions.InvalidFrameError) and (
+                    "Connection.Close" not in str(error)
+                ):
+                    raise BrokerError(f"the broker's answer made no sense: {error}") from None
                 raise BrokerError(
-                    f"the broker at {redact_url(self.url)} refused the connection ({error}); "
-                    "check that the vhost exists and the user may use it"
+                    f"the broker at {redact_url(self.url)} refused to open vhost "
+                    f"{vhost_of(self.url)!r}; check that the vhost exists and the user may use it"
                 ) from None
             except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as error:
                 log.warning(
