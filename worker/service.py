@@ -158,6 +158,7 @@ class Service:
         self.metrics.broker_connected.set_function(
             lambda: float(broker.connected and broker.consumer_attached)
         )
+        self.metrics.ready.set_function(lambda: float(self.readiness().ready))
         code = EXIT_OK
         try:
             connect = asyncio.create_task(self.broker.connect())

@@ -25,12 +25,19 @@ async def build_caller(
     session = create_session(settings.concurrency, timeout=timeout)
     tokens = TokenCache(session, settings.api_base, metrics)
     limiter = LocalRateLimiter(parse_rate_limit(settings.rate_limit))
+    concurrency = CorpConcurrency(settings.concurrency)
+    metrics.watch_corps(
+        (app.corp_id for app in settings.apps),
+        concurrency.limit,
+        concurrency=settings.concurrency,
+        prefetch=settings.prefetch,
+    )
     client = WeComClient(
         session,
         settings.api_base,
         tokens=tokens,
         limiter=limiter,
-        concurrency=CorpConcurrency(settings.concurrency),
+        concurrency=concurrency,
         metrics=metrics,
         max_in_flight=settings.concurrency,
         policy=RetryPolicy(budget=settings.retry_budget),

@@ -45,6 +45,7 @@ import msgspec
 import structlog
 from yarl import URL
 
+from worker.metrics import errcode_label
 from worker.ports import CallOutcome, TooLong
 from worker.wecom.errcodes import Action, classify, frequency_block_until
 from worker.wecom.retry import RetryPolicy
@@ -477,6 +478,6 @@ class WeComClient:
         counter = self._call_counters.get(key)
         if counter is None:
             counter = self._call_counters[key] = self._metrics.api_calls.labels(
-                corp_id, str(outcome)
+                corp_id, errcode_label(outcome)
             )
         counter.inc()
