@@ -2,6 +2,8 @@
 
 Session fixtures:
     rabbitmq      ``RabbitMQNode`` this run started: ``.url``, ``.ctl(...)``, ``.restart()``.
+    rabbitmq_with_prometheus  a second node with ``rabbitmq_prometheus`` (``.prometheus_port``),
+                  started only when a test asks for it.
     amqp_url      ``amqp://guest:guest@127.0.0.1:PORT/`` (or ``WECOM_TEST_AMQP_URL``).
     redis_server  ``RedisServer`` this run started: ``.url``, ``.restart()``.
     redis_url     ``redis://127.0.0.1:PORT/0`` (or ``WECOM_TEST_REDIS_URL``).
@@ -46,6 +48,7 @@ class _Services:
     amqp_url: str | None = field(default_factory=lambda: os.environ.get(AMQP_URL_VARIABLE))
     redis_url: str | None = field(default_factory=lambda: os.environ.get(REDIS_URL_VARIABLE))
     node: RabbitMQNode | None = None
+    prometheus_node: RabbitMQNode | None = None
     vhosts: VhostPool | None = None
     redis: RedisServer | None = None
     redis_dbs: Iterator[int] = field(default_factory=lambda: itertools.cycle(_REDIS_TEST_DBS))
@@ -57,6 +60,13 @@ class _Services:
             self.node = RabbitMQNode()
         return self.node
 
+    def rabbitmq_prometheus_node(self) -> RabbitMQNode:
+        if self.amqp_url:
+            pytest.skip(f"{AMQP_URL_VARIABLE} is set: this test needs a broker the run controls")
+        if self.prometheus_node is None:
+            self.prometheus_node = RabbitMQNode(prometheus=True)
+        return self.prometheus_node
+
     def redis_server(self) -> RedisServer:
         if self.redis_url:
             pytest.skip(f"{REDIS_URL_VARIABLE} is set: this test needs a Redis the run controls")
@@ -67,7 +77,7 @@ class _Services:
     def close(self) -> None:
         if self.vhosts is not None:
             self.vhosts.close()
-        for service in (self.node, self.redis):
+        for service in (self.node, self.prometheus_node, self.redis):
             if service is not None:
                 service.close()
 
@@ -100,6 +110,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def rabbitmq(pytestconfig: pytest.Config) -> RabbitMQNode:
     """The RabbitMQ node of this run, started; a test that stops it starts it again."""
     node = pytestconfig.stash[_SERVICES].rabbitmq_node()
+    node.start()
+    return node
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_with_prometheus(pytestconfig: pytest.Config) -> RabbitMQNode:
+    """A RabbitMQ node with the rabbitmq_prometheus plugin, for the deploy/ live test."""
+    node = pytestconfig.stash[_SERVICES].rabbitmq_prometheus_node()
     node.start()
     return node
 

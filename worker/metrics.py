@@ -6,10 +6,11 @@ errcodes (known ones as themselves, any other as ``other``: :func:`errcode_label
 corp ids of configured apps; never a command id, a code or a user. The catalogue
 with each metric's meaning is in ``deploy/README.md``.
 
-Series that ``increase()`` alerts watch are created at zero when the worker
-starts (every status; every configured corp's rate-limit errcodes), so the
-first ``indeterminate`` of a replica's life is an increase, not a new series
-that a range query cannot see grow.
+Every labelled series is created at zero when the worker starts (every
+status, retry reason, and each configured corp's errcodes and token results),
+so the first ``indeterminate`` or 45009 of a replica's life is an increase
+that ``rate()`` and ``increase()`` see, not a new series whose first sample
+is already 1. The label sets are bounded, so this costs a fixed number of series.
 """
 
 from __future__ import annotations
@@ -57,7 +58,18 @@ KNOWN_ERRCODES: Final[frozenset[int]] = frozenset(
 )
 # Outcomes without an errcode, named by the client.
 CALL_FAILURES: Final = frozenset({"network", "http_5xx", "http_4xx", "invalid_answer"})
-PRESET_ERRCODES: Final = ("0", "45009", "45033")
+# Why the client retried a call (worker/wecom/client.py names them).
+RETRY_REASONS: Final = (
+    "gettoken",
+    "connect",
+    "lost_answer",
+    "invalid_answer",
+    "http_5xx",
+    "system_busy",
+    "token",
+    "concurrency_limit",
+    "frequency_limit",
+)
 
 
 def errcode_label(outcome: int | str) -> str:
@@ -193,6 +205,8 @@ class Metrics:
         for status in STATUSES:
             self.commands.labels(status)
             self.command_duration.labels(status)
+        for reason in RETRY_REASONS:
+            self.retries.labels(reason)
 
     def watch_corps(
         self,
@@ -207,7 +221,7 @@ class Metrics:
         self.prefetch_configured.set(prefetch)
         for corp_id in dict.fromkeys(corp_ids):
             self.corp_concurrency_limit.labels(corp_id).set_function(_reader(limit, corp_id))
-            for errcode in PRESET_ERRCODES:
+            for errcode in (*map(str, sorted(KNOWN_ERRCODES)), *sorted(CALL_FAILURES), "other"):
                 self.api_calls.labels(corp_id, errcode)
             for result in ("ok", "rejected", "error"):
                 self.token_refreshes.labels(corp_id, result)
