@@ -99,6 +99,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not services.amqp_url and any(wanted):
         with contextlib.suppress(ServiceError):  # not installed: the fixture says so in each test
             services.rabbitmq_node().launch()
+    with_prometheus = (
+        "rabbitmq_with_prometheus" in getattr(item, "fixturenames", ()) for item in session.items
+    )
+    if not services.amqp_url and any(with_prometheus):
+        with contextlib.suppress(ServiceError):
+            services.rabbitmq_prometheus_node().launch()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -226,6 +226,7 @@ class Metrics:
             for result in ("ok", "rejected", "error"):
                 self.token_refreshes.labels(corp_id, result)
             self.limiter_wait.labels(corp_id)
+            self.ip_not_trusted.labels(corp_id).set(0)
 
 
 def _reader(limit: Callable[[str], int], corp_id: str) -> Callable[[], float]:
