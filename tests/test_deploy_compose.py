@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from tests.deploy_queries import RULES
-from tests.test_deploy_image import stages
-from tests.test_deploy_manifests import known_settings
+from tests.deploy_sources import known_settings, stages
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"

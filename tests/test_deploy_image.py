@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy_sources import stages
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
-
-
-def stages() -> dict[str, str]:
-    """The Dockerfile's stages by name, each its text from FROM to the next FROM."""
-    parts = re.split(r"^(?=FROM )", DOCKERFILE.read_text(), flags=re.MULTILINE)
-    named = {}
-    for part in parts[1:]:
-        name = re.match(r"FROM \S+ AS (\S+)", part)
-        assert name is not None, f"an unnamed stage: {part.splitlines()[0]}"
-        named[name.group(1)] = part
-    return named
 
 
 def normalized(name: str) -> str:

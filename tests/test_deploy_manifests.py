@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from tests.deploy_sources import known_settings
 from tests.kustomize import Document, build, find
 from worker.settings import Settings
 
@@ -224,15 +225,6 @@ def test_probes_port_and_grace_period() -> None:
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
-
-
-def known_settings() -> set[str]:
-    """WECOM_* names the worker reads, plus the Redis settings of CONTRACT.md."""
-    source = (ROOT / "worker" / "settings.py").read_text()
-    return set(re.findall(r'"(WECOM_[A-Z_]+)"', source)) | {
-        "WECOM_REDIS_WAIT_REPLICAS",
-        "WECOM_REDIS_PASSWORD",
-    }
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
