@@ -2,6 +2,8 @@
 
 Session fixtures:
     rabbitmq      ``RabbitMQNode`` this run started: ``.url``, ``.ctl(...)``, ``.restart()``.
+    rabbitmq_with_prometheus  a second node with ``rabbitmq_prometheus`` (``.prometheus_port``),
+                  started only when a test asks for it.
     amqp_url      ``amqp://guest:guest@127.0.0.1:PORT/`` (or ``WECOM_TEST_AMQP_URL``).
     redis_server  ``RedisServer`` this run started: ``.url``, ``.restart()``.
     redis_url     ``redis://127.0.0.1:PORT/0`` (or ``WECOM_TEST_REDIS_URL``).
@@ -48,6 +50,7 @@ class _Services:
     amqp_url: str | None = field(default_factory=lambda: os.environ.get(AMQP_URL_VARIABLE))
     redis_url: str | None = field(default_factory=lambda: os.environ.get(REDIS_URL_VARIABLE))
     node: RabbitMQNode | None = None
+    prometheus_node: RabbitMQNode | None = None
     vhosts: VhostPool | None = None
     redis: RedisServer | None = None
     redis_dbs: Iterator[int] = field(default_factory=lambda: itertools.cycle(_REDIS_TEST_DBS))
@@ -59,6 +62,13 @@ class _Services:
             self.node = RabbitMQNode()
         return self.node
 
+    def rabbitmq_prometheus_node(self) -> RabbitMQNode:
+        if self.amqp_url:
+            pytest.skip(f"{AMQP_URL_VARIABLE} is set: this test needs a broker the run controls")
+        if self.prometheus_node is None:
+            self.prometheus_node = RabbitMQNode(prometheus=True)
+        return self.prometheus_node
+
     def redis_server(self) -> RedisServer:
         if self.redis_url:
             pytest.skip(f"{REDIS_URL_VARIABLE} is set: this test needs a Redis the run controls")
@@ -69,7 +79,7 @@ class _Services:
     def close(self) -> None:
         if self.vhosts is not None:
             self.vhosts.close()
-        for service in (self.node, self.redis):
+        for service in (self.node, self.prometheus_node, self.redis):
             if service is not None:
                 service.close()
 
@@ -91,6 +101,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not services.amqp_url and any(wanted):
         with contextlib.suppress(ServiceError):  # not installed: the fixture says so in each test
             services.rabbitmq_node().launch()
+    with_prometheus = (
+        "rabbitmq_with_prometheus" in getattr(item, "fixturenames", ()) for item in session.items
+    )
+    if not services.amqp_url and any(with_prometheus):
+        with contextlib.suppress(ServiceError):
+            services.rabbitmq_prometheus_node().launch()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -102,6 +118,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def rabbitmq(pytestconfig: pytest.Config) -> RabbitMQNode:
     """The RabbitMQ node of this run, started; a test that stops it starts it again."""
     node = pytestconfig.stash[_SERVICES].rabbitmq_node()
+    node.start()
+    return node
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_with_prometheus(pytestconfig: pytest.Config) -> RabbitMQNode:
+    """A RabbitMQ node with the rabbitmq_prometheus plugin, for the deploy/ live test."""
+    node = pytestconfig.stash[_SERVICES].rabbitmq_prometheus_node()
     node.start()
     return node
 

@@ -364,7 +364,7 @@ class _Service(ABC):
         self.close()
 
 
-def _lean_rabbitmq_home(server: Path, lean: Path) -> Path | None:
+def _lean_rabbitmq_home(server: Path, lean: Path, plugins: tuple[str, ...] = ()) -> Path | None:
     """Build a RABBITMQ_HOME whose plugins directory holds only the apps the broker runs.
 
     Erlang loads each module on first use by trying every directory on the code path, and the
@@ -375,7 +375,7 @@ def _lean_rabbitmq_home(server: Path, lean: Path) -> Path | None:
     home = server.resolve().parent.parent
     apps = {path.name.rsplit("-", 1)[0]: path for path in (home / "plugins").glob("*-*")}
     needed: set[str] = set()
-    pending = ["rabbit"]
+    pending = ["rabbit", *plugins]
     while pending:
         app = pending.pop()
         spec = apps[app] / "ebin" / f"{app}.app" if app in apps else None
@@ -385,7 +385,7 @@ def _lean_rabbitmq_home(server: Path, lean: Path) -> Path | None:
         for listed in _APP_DEPENDENCIES.findall(spec.read_text()):
             pending.extend(name.strip() for name in listed.split(",") if name.strip())
     scripts = [home / "sbin" / "rabbitmq-env", home / "sbin" / "rabbitmq-defaults"]
-    if "rabbit" not in needed or not all(script.is_file() for script in scripts):
+    if not {"rabbit", *plugins} <= needed or not all(script.is_file() for script in scripts):
         return None
     (lean / "sbin").mkdir(parents=True)
     (lean / "plugins").mkdir()
@@ -398,11 +398,18 @@ def _lean_rabbitmq_home(server: Path, lean: Path) -> Path | None:
 
 
 class RabbitMQNode(_Service):
-    """One RabbitMQ node on 127.0.0.1 with its own epmd; user guest/guest, vhost ``/``."""
+    """One RabbitMQ node on 127.0.0.1 with its own epmd; user guest/guest, vhost ``/``.
+
+    No plugins by default. ``prometheus=True`` enables ``rabbitmq_prometheus`` on
+    ``prometheus_port`` (127.0.0.1), as the deploy/ dashboards and alerts expect it.
+    """
 
     name = "rabbitmq"
 
-    def __init__(self, *, start_timeout: float = 90.0, stop_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, prometheus: bool = False, start_timeout: float = 90.0, stop_timeout: float = 30.0
+    ) -> None:
+        self.plugins: tuple[str, ...] = ("rabbitmq_prometheus",) if prometheus else ()
         self._server_program = executable(str(RABBITMQ_BIN / "rabbitmq-server"), "rabbitmq-server")
         self._rabbitmqctl = executable(str(RABBITMQ_BIN / "rabbitmqctl"), "rabbitmq-server")
         self._epmd_program = executable("epmd", "erlang-base")
@@ -410,6 +417,7 @@ class RabbitMQNode(_Service):
         self.port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
+        self.prometheus_port = free_port() if prometheus else None
         self.nodename = f"wecomtest-{self.port}@localhost"
         self.url = f"amqp://guest:guest@{LOOPBACK}:{self.port}/"
         self.console_log = self.base_dir / "console.log"
@@ -469,6 +477,8 @@ class RabbitMQNode(_Service):
         return _Child([self._server_program], self._env, self.console_log)
 
     def _answers(self) -> bool:
+        if self.prometheus_port is not None and not _port_accepts(self.prometheus_port):
+            return False
         return amqp_greets(self.port)
 
     def _logs(self) -> list[Path]:
@@ -481,9 +491,15 @@ class RabbitMQNode(_Service):
         cookie = home / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16).upper())
         cookie.chmod(0o400)
-        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        (self.base_dir / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         (self.base_dir / "rabbitmq-env.conf").write_text("")
-        lean_home = _lean_rabbitmq_home(Path(self._server_program), self.base_dir / "rabbitmq-home")
+        if self.prometheus_port is not None:
+            (self.base_dir / "rabbitmq.conf").write_text(
+                f"prometheus.tcp.ip = {LOOPBACK}\nprometheus.tcp.port = {self.prometheus_port}\n"
+            )
+        lean_home = _lean_rabbitmq_home(
+            Path(self._server_program), self.base_dir / "rabbitmq-home", self.plugins
+        )
         scripts_dir = {} if lean_home is None else {"RABBITMQ_SCRIPTS_DIR": str(lean_home / "sbin")}
         return _clean_env(
             **scripts_dir,
@@ -495,8 +511,8 @@ class RabbitMQNode(_Service):
             RABBITMQ_MNESIA_BASE=str(self.base_dir / "mnesia"),
             RABBITMQ_LOG_BASE=str(self.base_dir / "log"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base_dir / "enabled_plugins"),
-            # Files of ours, so nothing under /etc/rabbitmq applies. The node needs no settings:
-            # the two config files are left absent, which also skips the config schema pass.
+            # Files of ours, so nothing under /etc/rabbitmq applies. Without plugins the node needs
+            # no settings: the config files are left absent, which also skips the schema pass.
             RABBITMQ_CONF_ENV_FILE=str(self.base_dir / "rabbitmq-env.conf"),
             RABBITMQ_CONFIG_FILE=str(self.base_dir / "rabbitmq"),
             RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base_dir / "advanced.config"),
@@ -603,3 +619,55 @@ class RedisServer(_Service):
 
     def __repr__(self) -> str:
         return f"RedisServer({self.url})"
+
+
+class PrometheusServer(_Service):
+    """Debian's ``prometheus`` on 127.0.0.1 with a configuration and rule files of the test's.
+
+    ``files`` maps names to contents written beside the configuration (rule files, which the
+    configuration names relative to its own directory).
+    """
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        config: str,
+        files: dict[str, str] | None = None,
+        *,
+        start_timeout: float = 60.0,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        self._program = executable("prometheus", "prometheus")
+        super().__init__(start_timeout, stop_timeout)
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.log = self.base_dir / "prometheus.log"
+        self.config_file = self.base_dir / "prometheus.yml"
+        self.config_file.write_text(config)
+        for name, content in (files or {}).items():
+            (self.base_dir / name).write_text(content)
+
+    def _spawn(self) -> _Child:
+        argv = [
+            self._program,
+            f"--config.file={self.config_file}",
+            f"--storage.tsdb.path={self.base_dir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{self.port}",
+            "--log.level=warn",
+        ]
+        return _Child(argv, _clean_env(), self.log)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=2) as sock:
+                sock.sendall(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                return _recv_exactly(sock, 12).endswith(b" 200")
+        except OSError:
+            return False
+
+    def _logs(self) -> list[Path]:
+        return [self.log]
+
+    def __repr__(self) -> str:
+        return f"PrometheusServer({self.url})"

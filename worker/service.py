@@ -123,6 +123,7 @@ class Service:
         metrics.broker_connected.set_function(
             lambda: float(broker.connected and broker.consumer_attached)
         )
+        metrics.ready.set_function(lambda: float(self.readiness().ready))
 
     async def serve(self) -> int:
         """Report durability, listen, connect, consume until stopped; the exit code."""

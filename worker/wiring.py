@@ -69,12 +69,19 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
             settings.concurrency, timeout=timeout, trace_configs=fault_traces(settings.fault_point)
         )
         stack.push_async_callback(session.close)
+        concurrency = CorpConcurrency(settings.concurrency)
+        metrics.watch_corps(
+            (app.corp_id for app in settings.apps),
+            concurrency.limit,
+            concurrency=settings.concurrency,
+            prefetch=settings.prefetch,
+        )
         caller = WeComClient(
             session,
             settings.api_base,
             tokens=TokenCache(session, settings.api_base, metrics, store=shared.tokens),
             limiter=shared.limiter,
-            concurrency=CorpConcurrency(settings.concurrency),
+            concurrency=concurrency,
             metrics=metrics,
             max_in_flight=settings.concurrency,
             policy=RetryPolicy(budget=settings.retry_budget),

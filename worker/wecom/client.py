@@ -46,6 +46,7 @@ import structlog
 from yarl import URL
 
 from worker.errors import TokenRejected, TokenUnavailable
+from worker.metrics import errcode_label
 from worker.ports import Answered, CallOutcome, Deferred, NotSent, TooLong, Unsettled
 from worker.wecom.errcodes import Action, classify, frequency_block_until
 from worker.wecom.retry import RetryPolicy
@@ -531,6 +532,6 @@ class WeComClient:
         counter = self._call_counters.get(key)
         if counter is None:
             counter = self._call_counters[key] = self._metrics.api_calls.labels(
-                corp_id, str(outcome)
+                corp_id, errcode_label(outcome)
             )
         counter.inc()
