@@ -19,6 +19,7 @@ answering READONLY); never after a timeout, which would double the wait.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import unquote
@@ -158,10 +159,16 @@ def _db(text: str) -> int:
 
 @dataclass(slots=True)
 class RedisConnection:
-    """An open client and what :meth:`close` must close with it (Sentinel's own connections)."""
+    """An open client and what :meth:`close` must close with it (Sentinel's own connections).
+
+    redis-py's asyncio pools fail a call at once (``MaxConnectionsError``) when every
+    connection is busy; callers hold one of ``calls`` around each call (pipeline), so the
+    pool is never asked for more connections than it has and a burst waits instead.
+    """
 
     client: RedisClient
     target: RedisTarget
+    calls: asyncio.Semaphore
     _sentinel: Sentinel | None = None
 
     def describe(self) -> str:
@@ -213,7 +220,7 @@ async def connect_redis(
                 f"redis {target.describe()}: cannot read the cluster's slots: "
                 f"{type(error).__name__}: {_scrub(str(error), secret)}"
             ) from None
-        return RedisConnection(cluster, target)
+        return RedisConnection(cluster, target, asyncio.Semaphore(max_connections))
     if target.kind == "sentinel" and target.master_name is not None:
         sentinel = Sentinel(
             target.nodes,
@@ -223,10 +230,10 @@ async def connect_redis(
             },
         )
         master = sentinel.master_for(target.master_name, db=target.db, **common)
-        return RedisConnection(master, target, sentinel)
+        return RedisConnection(master, target, asyncio.Semaphore(max_connections), sentinel)
     host, port = target.nodes[0]
     client = Redis(host=host, port=port, db=target.db, **common)
-    return RedisConnection(client, target)
+    return RedisConnection(client, target, asyncio.Semaphore(max_connections))
 
 
 def _scrub(text: str, secret: str | None) -> str:

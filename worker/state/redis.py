@@ -293,7 +293,8 @@ class RedisStateStore:
                 call.close()
             raise StoreUnavailable(f"redis state store {self.target} is closed")
         try:
-            return await call
+            async with self._connection.calls:
+                return await call
         except StoreUnavailable:
             raise
         except (RedisError, OSError, TimeoutError) as error:
