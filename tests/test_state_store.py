@@ -76,7 +76,8 @@ def redis_harness(url: str, shift: list[float]) -> Harness:
     async def now() -> float:
         with redis.Redis.from_url(url) as client:
             seconds, micros = client.time()
-        return float(seconds) + micros / 1e6 + shift[0]
+        server_now: float = seconds + micros / 1e6
+        return server_now + shift[0]
 
     return Harness(open_store, forget, now, lambda _: None)
 
