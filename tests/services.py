@@ -234,11 +234,14 @@ def amqp_greets(port: int) -> bool:
 
 
 def redis_pongs(port: int) -> bool:
-    """Whether a Redis on the port answers PING (not -LOADING while it replays its AOF)."""
+    """Whether a Redis on the port answers PING (not -LOADING while it replays its AOF).
+
+    A server with a password answers -NOAUTH: it is up, too.
+    """
     try:
         with socket.create_connection((LOOPBACK, port), timeout=2) as sock:
             sock.sendall(b"PING\r\n")
-            return _recv_exactly(sock, 7) == b"+PONG\r\n"
+            return _recv_exactly(sock, 7) in {b"+PONG\r\n", b"-NOAUTH"}
     except OSError:
         return False
 

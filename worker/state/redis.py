@@ -24,7 +24,8 @@ the SQLite store does today (no replay window yet).
 With ``wait_replicas > 0`` a claim is followed, on the same connection and in
 the same round trip, by ``WAIT n`` (not on Redis Cluster, where a pipeline
 cannot keep both on one connection); a claim acknowledged by fewer replicas in
-time fails with :class:`StoreUnavailable`, so the code is not sent. Every Redis
+time is handed back (released) and fails with :class:`StoreUnavailable`, so the
+code is not sent and its redelivery can take it at once. Every Redis
 error or timeout becomes :class:`StoreUnavailable`, whose message names the
 target without its password.
 """
@@ -32,6 +33,7 @@ target without its password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -150,6 +152,23 @@ return 1
 )
 
 
+# A claim that too few replicas acknowledged is handed back, so that the command's redelivery
+# (or another command) can take the code at once instead of waiting for the lease to run out.
+# Released, it keeps its maybe-spent flag: what the next claimer hears is what it would have
+# heard before this claim. KEYS[1]; ARGV nonce, retention ms
+_UNCLAIM = LuaScript(
+    """
+local key = KEYS[1]
+local rec = redis.call('HMGET', key, 's', 'n', 'i', 'm')
+if rec[1] ~= 'c' or rec[2] ~= ARGV[1] then return 0 end
+redis.call('DEL', key)
+redis.call('HSET', key, 's', 'r', 'i', rec[3], 'm', rec[4])
+redis.call('PEXPIRE', key, ARGV[2])
+return 1
+"""
+)
+
+
 def code_key(prefix: str, key: CodeKey) -> str:
     """The record's Redis key; the corp id's length keeps any two (corp, code) pairs apart."""
     return f"{prefix}code:{len(key.corp_id)}:{key.corp_id}:{key.response_code}"
@@ -229,8 +248,8 @@ class RedisStateStore:
 
     async def claim(self, key: CodeKey, command_id: str) -> ClaimOutcome:
         """Atomically take the code for ``command_id`` or say who has it (see the module doc)."""
-        args = [command_id, self.owner, secrets.token_hex(8), self.lease_us, self.retention_ms]
-        args.append(self._shift_us())
+        nonce = secrets.token_hex(8)
+        args = [command_id, self.owner, nonce, self.lease_us, self.retention_ms, self._shift_us()]
         if self.wait_replicas:
             reply, acked = await self._guard(self._claim_and_wait(key, args), "claim a code")
         else:
@@ -238,6 +257,9 @@ class RedisStateStore:
             acked = None
         outcome = _decode_claim(reply)
         if acked is not None and isinstance(outcome, Claimed) and acked < self.wait_replicas:
+            with contextlib.suppress(StoreUnavailable):  # if this fails, the lease runs out
+                unclaim = _UNCLAIM(self._client, [self._key(key)], [nonce, self.retention_ms])
+                await self._guard(unclaim, "hand back a claim")
             raise StoreUnavailable(
                 f"redis state store {self.target}: the claim reached {acked} of the "
                 f"{self.wait_replicas} replicas WECOM_REDIS_WAIT_REPLICAS asks for within "
