@@ -13,25 +13,24 @@ SECRET = "pa55-w0rd-never-shown"
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("redis://127.0.0.1:6380/2", RedisTarget("standalone", False, (("127.0.0.1", 6380),), 2)),
-        ("redis://redis.svc", RedisTarget("standalone", False, (("redis.svc", 6379),), 0)),
-        ("rediss://r:6379/0", RedisTarget("standalone", True, (("r", 6379),), 0)),
-        ("redis://[::1]:7000/1", RedisTarget("standalone", False, (("::1", 7000),), 1)),
+        ("redis://127.0.0.1:6380/2", RedisTarget("standalone", tls=False, nodes=(("127.0.0.1", 6380),), 2)),
+        ("redis://redis.svc", RedisTarget("standalone", tls=False, nodes=(("redis.svc", 6379),), 0)),
+        ("rediss://r:6379/0", RedisTarget("standalone", tls=True, nodes=(("r", 6379),), 0)),
+        ("redis://[::1]:7000/1", RedisTarget("standalone", tls=False, nodes=(("::1", 7000),), 1)),
         (
             "redis+sentinel://s1:26379,s2:26380,s3/mymaster/3",
-            RedisTarget(
-                "sentinel", False, (("s1", 26379), ("s2", 26380), ("s3", 26379)), 3, "mymaster"
+            RedisTarget("sentinel", tls=False, nodes=(("s1", 26379), ("s2", 26380), ("s3", 26379)), 3, "mymaster"
             ),
         ),
         (
             "redis+sentinel://s1:26379/mymaster",
-            RedisTarget("sentinel", False, (("s1", 26379),), 0, "mymaster"),
+            RedisTarget("sentinel", tls=False, nodes=(("s1", 26379),), 0, "mymaster"),
         ),
         (
             "redis+cluster://n1:7000,n2:7001",
-            RedisTarget("cluster", False, (("n1", 7000), ("n2", 7001)), 0),
+            RedisTarget("cluster", tls=False, nodes=(("n1", 7000), ("n2", 7001)), 0),
         ),
-        ("rediss+cluster://n1:7000/", RedisTarget("cluster", True, (("n1", 7000),), 0)),
+        ("rediss+cluster://n1:7000/", RedisTarget("cluster", tls=True, nodes=(("n1", 7000),), 0)),
     ],
 )
 def test_every_form_parses_to_its_target(url: str, expected: RedisTarget) -> None:

@@ -145,7 +145,7 @@ async def test_a_done_record_is_small(fresh_redis_url: str, open_store: Opener) 
 
 
 @pytest.mark.parametrize(
-    ("options", "wait_replicas", "durable", "problem"),
+    "case",
     [
         ({"appendonly": True, "appendfsync": "always"}, 0, True, None),
         ({"appendonly": True, "appendfsync": "everysec"}, 0, False, "appendfsync everysec"),
@@ -160,12 +160,10 @@ async def test_a_done_record_is_small(fresh_redis_url: str, open_store: Opener) 
 async def test_report_says_what_could_forget_a_code(
     make_redis: Callable[..., RedisServer],
     open_store: Opener,
-    options: dict[str, Any],
-    wait_replicas: int,
-    durable: bool,
-    problem: str | None,
+    case: tuple[dict[str, Any], int, bool, str | None],
 ) -> None:
     """The report reads the server's own settings and names each one that breaks single use."""
+    options, wait_replicas, durable, problem = case
     server = make_redis(**options)
     store = await open_store(server.url, wait_replicas=wait_replicas)
     report = await store.report()
@@ -219,10 +217,10 @@ async def test_frozen_redis_fails_calls_in_time_and_recovers(
     server.pause()
     try:
         for call in (
-            lambda: store.ping(),
+            store.ping,
             lambda: store.claim(KEY, "a"),
             lambda: store.renew([(KEY, "a")]),
-            lambda: store.report(),
+            store.report,
         ):
             with pytest.raises(StoreUnavailable, match="Timeout") as caught:
                 await asyncio.wait_for(call(), 10)  # a hang would end as TimeoutError here
