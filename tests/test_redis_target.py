@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from worker.errors import SettingsError
@@ -10,27 +12,32 @@ from worker.redis_target import RedisTarget, parse_redis_url
 SECRET = "pa55-w0rd-never-shown"
 
 
+def target(kind: str, *nodes: tuple[str, int], db: int = 0, **more: Any) -> RedisTarget:
+    """The RedisTarget a URL should give."""
+    return RedisTarget(kind, nodes=nodes, db=db, tls=more.pop("tls", False), **more)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("redis://127.0.0.1:6380/2", RedisTarget("standalone", tls=False, nodes=(("127.0.0.1", 6380),), 2)),
-        ("redis://redis.svc", RedisTarget("standalone", tls=False, nodes=(("redis.svc", 6379),), 0)),
-        ("rediss://r:6379/0", RedisTarget("standalone", tls=True, nodes=(("r", 6379),), 0)),
-        ("redis://[::1]:7000/1", RedisTarget("standalone", tls=False, nodes=(("::1", 7000),), 1)),
+        ("redis://127.0.0.1:6380/2", target("standalone", ("127.0.0.1", 6380), db=2)),
+        ("redis://redis.svc", target("standalone", ("redis.svc", 6379))),
+        ("rediss://r:6379/0", target("standalone", ("r", 6379), tls=True)),
+        ("redis://[::1]:7000/1", target("standalone", ("::1", 7000), db=1)),
         (
             "redis+sentinel://s1:26379,s2:26380,s3/mymaster/3",
-            RedisTarget("sentinel", tls=False, nodes=(("s1", 26379), ("s2", 26380), ("s3", 26379)), 3, "mymaster"
+            target(
+                "sentinel",
+                ("s1", 26379),
+                ("s2", 26380),
+                ("s3", 26379),
+                db=3,
+                master_name="mymaster",
             ),
         ),
-        (
-            "redis+sentinel://s1:26379/mymaster",
-            RedisTarget("sentinel", tls=False, nodes=(("s1", 26379),), 0, "mymaster"),
-        ),
-        (
-            "redis+cluster://n1:7000,n2:7001",
-            RedisTarget("cluster", tls=False, nodes=(("n1", 7000), ("n2", 7001)), 0),
-        ),
-        ("rediss+cluster://n1:7000/", RedisTarget("cluster", tls=True, nodes=(("n1", 7000),), 0)),
+        ("redis+sentinel://s1:26379/m", target("sentinel", ("s1", 26379), master_name="m")),
+        ("redis+cluster://n1:7000,n2:7001", target("cluster", ("n1", 7000), ("n2", 7001))),
+        ("rediss+cluster://n1:7000/", target("cluster", ("n1", 7000), tls=True)),
     ],
 )
 def test_every_form_parses_to_its_target(url: str, expected: RedisTarget) -> None:
