@@ -88,6 +88,14 @@ class CorpSlots:
         self.limit = max(1, self.limit // 2)
         self.successes = 0
 
+    def set_limit(self, limit: int) -> None:
+        """Take ``limit`` (kept within 1..maximum) as the limit: one that replicas share."""
+        limit = max(1, min(self.maximum, limit))
+        if limit != self.limit:
+            self.limit = limit
+            self.successes = 0
+            self._wake()
+
     def succeeded(self) -> None:
         """A call went through: after ``limit`` of them the limit grows by one."""
         if self.limit >= self.maximum:
