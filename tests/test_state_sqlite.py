@@ -251,17 +251,6 @@ async def test_a_failing_operation_fails_alone(store: SqliteStateStore) -> None:
     assert [o for i, o in enumerate(outcomes) if i != 25] == [FRESH] * 49
 
 
-async def test_cancelled_caller_does_not_hold_up_others(store: SqliteStateStore) -> None:
-    """A caller cancelled while its claim is queued leaves the calls queued with it answered."""
-    cancelled = asyncio.ensure_future(store.claim(KEY, "a"))
-    other = asyncio.ensure_future(store.claim(CodeKey(KEY.corp_id, "code-2"), "b"))
-    await asyncio.sleep(0)  # both are queued, likely in one batch
-    cancelled.cancel()
-    assert await asyncio.wait_for(other, 5) == FRESH
-    assert cancelled.cancelled()
-    assert isinstance(await store.claim(CodeKey(KEY.corp_id, "code-3"), "c"), Claimed)
-
-
 # --- failures -------------------------------------------------------------------------------
 
 

@@ -346,6 +346,17 @@ async def test_concurrent_claims_of_one_code_give_exactly_one_holder(store: Stat
     assert sum(isinstance(o, Busy) for o in outcomes) == 499
 
 
+async def test_cancelled_caller_does_not_hold_up_others(store: StateStore) -> None:
+    """A caller cancelled while its claim waits to be sent leaves the calls sent with it answered."""
+    cancelled = asyncio.ensure_future(store.claim(KEY, "a"))
+    other = asyncio.ensure_future(store.claim(CodeKey(KEY.corp_id, "code-2"), "b"))
+    await asyncio.sleep(0)  # both are queued, likely in one batch
+    cancelled.cancel()
+    assert await asyncio.wait_for(other, 5) == FRESH
+    assert cancelled.cancelled()
+    assert isinstance(await store.claim(CodeKey(KEY.corp_id, "code-3"), "c"), Claimed)
+
+
 async def test_ping_answers_on_a_healthy_store(store: StateStore) -> None:
     """A store that can be read and written answers a ping."""
     await store.ping()

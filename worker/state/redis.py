@@ -7,7 +7,7 @@ response_code). Each operation is ONE Lua script: atomic (two replicas claiming
 one code at the same instant get exactly one winner), one round trip, and timed
 by the Redis server's ``TIME``, so no replica's clock decides a lease. Each
 script touches exactly one key, hence one slot: it runs unchanged on Redis
-Cluster. Renewals of many claims go as one pipeline.
+Cluster.
 
 Records expire by Redis TTL, ``retention_seconds`` after their last change (72 h
 plus a margin by default): no purge job. A claim carries its holder's
@@ -21,9 +21,12 @@ lease end (server microseconds), ``m`` maybe spent, ``p`` spent, ``r`` the
 stored Result. A ``done`` record keeps the full Result for all of its life, as
 the SQLite store does today (no replay window yet).
 
-With ``wait_replicas > 0`` a claim is followed, on the same connection and in
-the same round trip, by ``WAIT n`` (not on Redis Cluster, where a pipeline
-cannot keep both on one connection); a claim acknowledged by fewer replicas in
+Calls of many tasks go to Redis together (:mod:`worker.redis_batch`): one
+pipeline per turn of the event loop, which costs a fraction of the CPU of one
+call at a time. With ``wait_replicas > 0`` a batch holding claims ends with
+``WAIT n`` on the same connection, in the same round trip (not on Redis
+Cluster, where a pipeline cannot keep both on one connection); a claim
+acknowledged by fewer replicas in
 time is handed back (released) and fails with :class:`StoreUnavailable`, so the
 code is not sent and its redelivery can take it at once. Every Redis
 error or timeout becomes :class:`StoreUnavailable`, whose message names the
@@ -38,7 +41,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from worker.errors import StoreUnavailable
 from worker.ports import (
@@ -50,6 +53,7 @@ from worker.ports import (
     Replay,
     StoreReport,
 )
+from worker.redis_batch import ScriptBatcher
 from worker.redis_lua import LUA_NOW, LuaScript
 
 if TYPE_CHECKING:
@@ -205,6 +209,9 @@ class RedisStateStore:
         self.prefix = prefix
         self._time_shift = time_shift
         self._closed = False
+        self._batcher = ScriptBatcher(
+            connection, "redis state store", wait_replicas=wait_replicas, wait_ms=self.wait_ms
+        )
 
     @classmethod
     async def open(
@@ -248,18 +255,18 @@ class RedisStateStore:
 
     async def claim(self, key: CodeKey, command_id: str) -> ClaimOutcome:
         """Atomically take the code for ``command_id`` or say who has it (see the module doc)."""
+        self._check_open()
         nonce = secrets.token_hex(8)
         args = [command_id, self.owner, nonce, self.lease_us, self.retention_ms, self._shift_us()]
-        if self.wait_replicas:
-            reply, acked = await self._guard(self._claim_and_wait(key, args), "claim a code")
-        else:
-            reply = await self._guard(_CLAIM(self._client, [self._key(key)], args), "claim a code")
-            acked = None
+        name = self._key(key)
+        if not self.wait_replicas:
+            return _decode_claim(await self._batcher.run(_CLAIM, name, args, "claim a code"))
+        reply, acked = await self._batcher.run_replicated(_CLAIM, name, args, "claim a code")
         outcome = _decode_claim(reply)
-        if acked is not None and isinstance(outcome, Claimed) and acked < self.wait_replicas:
+        if isinstance(outcome, Claimed) and acked < self.wait_replicas:
             with contextlib.suppress(StoreUnavailable):  # if this fails, the lease runs out
-                unclaim = _UNCLAIM(self._client, [self._key(key)], [nonce, self.retention_ms])
-                await self._guard(unclaim, "hand back a claim")
+                unclaim = [nonce, self.retention_ms]
+                await self._batcher.run(_UNCLAIM, name, unclaim, "hand back a claim")
             raise StoreUnavailable(
                 f"redis state store {self.target}: the claim reached {acked} of the "
                 f"{self.wait_replicas} replicas WECOM_REDIS_WAIT_REPLICAS asks for within "
@@ -269,19 +276,34 @@ class RedisStateStore:
 
     async def complete(self, key: CodeKey, command_id: str, result: bytes, *, spent: bool) -> None:
         """Record the outcome; written over a lost claim but never over a spent code's record."""
+        self._check_open()
         args = [command_id, int(spent), result, self.retention_ms]
-        await self._guard(_COMPLETE(self._client, [self._key(key)], args), "record an outcome")
+        await self._batcher.run(_COMPLETE, self._key(key), args, "record an outcome")
 
     async def release(self, key: CodeKey, command_id: str, *, maybe_spent: bool) -> None:
         """Give back a code this command holds in this process; the flag is OR-ed in."""
+        self._check_open()
         args = [command_id, self.owner, int(maybe_spent), self.retention_ms]
-        await self._guard(_RELEASE(self._client, [self._key(key)], args), "release a code")
+        await self._batcher.run(_RELEASE, self._key(key), args, "release a code")
 
     async def renew(self, claims: list[tuple[CodeKey, str]]) -> int:
         """Extend the leases held; re-create the claims whose record is gone; count those."""
+        self._check_open()
         if not claims:
             return 0
-        recreated = await self._guard(self._renew_all(list(claims)), "renew leases")
+        shift = self._shift_us()
+        replies = await asyncio.gather(
+            *(
+                self._batcher.run(
+                    _RENEW,
+                    self._key(key),
+                    [command_id, self.owner, self.lease_us, self.retention_ms, shift],
+                    "renew leases",
+                )
+                for key, command_id in claims
+            )
+        )
+        recreated = sum(int(reply) for reply in replies)
         if recreated:
             _log.warning("redis_state_claims_recreated", target=self.target, claims=recreated)
         return recreated
@@ -305,6 +327,10 @@ class RedisStateStore:
     def _key(self, key: CodeKey) -> str:
         return code_key(self.prefix, key)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"redis state store {self.target} is closed")
+
     def _shift_us(self) -> int:
         return round(self._time_shift() * MICROS)
 
@@ -323,48 +349,6 @@ class RedisStateStore:
             raise StoreUnavailable(
                 f"redis state store {self.target}: cannot {what}: {_describe(error)}"
             ) from None
-
-    async def _claim_and_wait(self, key: CodeKey, args: list[Any]) -> tuple[Any, int]:
-        """The claim script and ``WAIT`` on one connection, in one round trip."""
-        keys = [self._key(key)]
-        for _ in range(2):  # the second time after loading the script
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.evalsha(_CLAIM.sha, 1, *keys, *args)
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
-                reply, acked = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, NoScriptError):
-                await self._client.script_load(_CLAIM.source)
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            if isinstance(acked, Exception):
-                raise acked
-            return reply, int(acked)
-        raise StoreUnavailable(f"redis state store {self.target}: the claim script did not load")
-
-    async def _renew_all(self, claims: list[tuple[CodeKey, str]]) -> int:
-        """One pipelined round trip (per node on a cluster) for every claim held."""
-        shift = self._shift_us()
-        for _ in range(2):  # the second time after loading the script
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, command_id in claims:
-                    args: list[Any] = [
-                        command_id,
-                        self.owner,
-                        self.lease_us,
-                        self.retention_ms,
-                        shift,
-                    ]
-                    pipe.evalsha(_RENEW.sha, 1, self._key(key), *args)
-                replies = await pipe.execute(raise_on_error=False)
-            if any(isinstance(reply, NoScriptError) for reply in replies):
-                await self._client.script_load(_RENEW.source)
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return sum(int(reply) for reply in replies)
-        raise StoreUnavailable(f"redis state store {self.target}: the renew script did not load")
 
     async def _report(self) -> StoreReport:
         settings, config_problem = await self._config()
