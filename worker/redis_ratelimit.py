@@ -48,11 +48,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from redis.exceptions import RedisError
-
-from worker.errors import StoreUnavailable
 from worker.ports import Slot, TooLong
 from worker.ratelimit import MICROS
+from worker.redis_batch import ScriptBatcher
 from worker.redis_lua import LUA_NOW, LuaScript
 
 if TYPE_CHECKING:
@@ -150,6 +148,7 @@ class RedisRateLimiter:
         if not windows:
             raise ValueError("at least one window is needed")
         self._connection = connection
+        self._batcher = ScriptBatcher(connection, "redis rate limiter")
         self._windows = tuple(windows)
         self._prefix = prefix
         self._sleep = sleep
@@ -167,7 +166,7 @@ class RedisRateLimiter:
     async def acquire(self, corp_id: str, max_wait: float) -> Slot | TooLong:
         """Reserve the corp's next slot and sleep until it, unless it is over ``max_wait`` s away.
 
-        Raises :class:`StoreUnavailable` when Redis cannot be asked.
+        Raises :class:`~worker.errors.StoreUnavailable` when Redis cannot be asked.
         """
         reserved = await self.reserve(corp_id, max_wait)
         if isinstance(reserved, TooLong):
@@ -181,8 +180,9 @@ class RedisRateLimiter:
     async def reserve(self, corp_id: str, max_wait: float) -> Reservation | TooLong:
         """Reserve the corp's next slot without waiting: when it is, by the server's clock."""
         args = [math.floor(max_wait * MICROS), self._longest_ms, self._shift_us(), IDLE_MARGIN_MS]
-        call = _ACQUIRE(self._connection.client, [self._key(corp_id)], args + self._window_args)
-        granted, wait, slot = await self._guard(call, "reserve a call slot")
+        granted, wait, slot = await self._batcher.run(
+            _ACQUIRE, self._key(corp_id), args + self._window_args, "reserve a call slot"
+        )
         if not granted:
             return TooLong(wait=int(wait) / MICROS)
         return Reservation(slot=int(slot), wait=int(wait))
@@ -190,21 +190,10 @@ class RedisRateLimiter:
     async def block(self, corp_id: str, until: float) -> None:
         """Grant this corp no slot before ``until`` (Unix seconds), on every replica: 45009."""
         args = [math.ceil(until * MICROS), self._longest_ms, self._shift_us(), IDLE_MARGIN_MS]
-        call = _BLOCK(self._connection.client, [self._key(corp_id)], args)
-        await self._guard(call, "block a corp")
+        await self._batcher.run(_BLOCK, self._key(corp_id), args, "block a corp")
 
     def _key(self, corp_id: str) -> str:
         return limiter_key(self._prefix, corp_id)
 
     def _shift_us(self) -> int:
         return round(self._time_shift() * MICROS)
-
-    async def _guard(self, call: Awaitable[Any], what: str) -> Any:
-        try:
-            async with self._connection.calls:
-                return await call
-        except (RedisError, OSError, TimeoutError) as error:
-            raise StoreUnavailable(
-                f"redis rate limiter {self._connection.describe()}: cannot {what}: "
-                f"{type(error).__name__}: {error}"
-            ) from None
