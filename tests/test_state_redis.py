@@ -317,5 +317,15 @@ async def test_every_script_runs_on_a_cluster(
     report = await store.report()
     assert report.durable
     assert report.details["appendfsync"] == "always"
+    weak = redis_cluster.servers[2]
+    with redis.Redis(port=weak.port) as client:
+        client.config_set("appendfsync", "everysec")
+    try:
+        weakened = await store.report()
+    finally:
+        with redis.Redis(port=weak.port) as client:
+            client.config_set("appendfsync", "always")
+    assert not weakened.durable  # one weak primary is enough to forget codes
+    assert weakened.details["appendfsync"] == "everysec"
     with pytest.raises(StoreUnavailable, match="not supported on Redis Cluster"):
         await open_store(redis_cluster.url, wait_replicas=1)

@@ -41,6 +41,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from worker.errors import StoreUnavailable
@@ -387,7 +388,11 @@ class RedisStateStore:
         try:
             found: dict[str, str] = {}
             for name in ("appendonly", "appendfsync", "maxmemory-policy"):
-                reply = await self._client.config_get(name)
+                if isinstance(self._client, RedisCluster):  # ask every primary, not one
+                    primaries = RedisCluster.PRIMARIES
+                    reply = await self._client.config_get(name, target_nodes=primaries)
+                else:
+                    reply = await self._client.config_get(name)
                 found[name] = _weakest(name, reply)
         except ResponseError as error:
             return {}, (
