@@ -227,6 +227,7 @@ async def connect_redis(
             sentinel_kwargs={
                 "socket_timeout": socket_timeout,
                 "socket_connect_timeout": socket_timeout,
+                "ssl": target.tls,  # rediss+sentinel: the sentinels speak TLS too
             },
         )
         master = sentinel.master_for(target.master_name, db=target.db, **common)

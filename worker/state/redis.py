@@ -193,6 +193,7 @@ class RedisStateStore:
         wait_timeout: float,
         prefix: str,
         time_shift: Callable[[], float],
+        close_connection: bool,
     ) -> None:
         """Hold the settings; :meth:`open` checks them and the connection."""
         if lease_seconds <= 0 or retention_seconds <= 0 or wait_replicas < 0:
@@ -209,6 +210,7 @@ class RedisStateStore:
         self.wait_ms = max(1, round(wait_timeout * 1000))
         self.prefix = prefix
         self._time_shift = time_shift
+        self._close_connection = close_connection
         self._closed = False
         self._batcher = ScriptBatcher(
             connection, "redis state store", wait_replicas=wait_replicas, wait_ms=self.wait_ms
@@ -226,8 +228,12 @@ class RedisStateStore:
         wait_timeout: float = 1.0,
         prefix: str = "wecom:",
         time_shift: Callable[[], float] = lambda: 0.0,
+        close_connection: bool = True,
     ) -> RedisStateStore:
-        """A store on ``connection`` (which it closes on :meth:`close`); pings Redis first.
+        """A store on ``connection``; pings Redis first.
+
+        :meth:`close` closes ``connection`` too unless ``close_connection`` is false
+        (the connection is shared with the limiter and the token store).
 
         ``owner`` is this process's random id, the fencing token of its claims.
         ``wait_replicas``: claims must reach that many replicas (``WAIT``) within
@@ -248,6 +254,7 @@ class RedisStateStore:
             wait_timeout=wait_timeout,
             prefix=prefix,
             time_shift=time_shift,
+            close_connection=close_connection,
         )
         await store.ping()
         return store
@@ -318,10 +325,11 @@ class RedisStateStore:
         return await self._guard(self._report(), "read its settings")
 
     async def close(self) -> None:
-        """Close the connection (twice is harmless)."""
+        """Refuse further calls; close the connection if it is the store's (twice is harmless)."""
         if not self._closed:
             self._closed = True
-            await self._connection.close()
+            if self._close_connection:
+                await self._connection.close()
 
     # --- inside -----------------------------------------------------------------------------
 
