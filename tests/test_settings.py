@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.apps import App, AppRegistry, UnknownApp
-from worker.errors import SettingsError
+from worker.apps import App, AppRegistry
+from worker.errors import SettingsError, UnknownApp
 from worker.logs import redact_text
 from worker.settings import load_settings, redact_url
 

@@ -23,7 +23,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from worker.errors import WorkerError
+from worker.errors import TokenRejected, TokenUnavailable
 from worker.wecom.errcodes import gettoken_retryable
 
 if TYPE_CHECKING:
@@ -37,27 +37,6 @@ MAX_MARGIN: Final = 300.0  # refresh 5 minutes before expiry ...
 MARGIN_FRACTION: Final = 0.1  # ... or at 90 % of the lifetime, whichever comes later
 _HTTP_OK: Final = 200
 _SECRET_IN_TEXT: Final = re.compile(r"(access_token|corpsecret)=[^&\s\"']*")
-
-
-class TokenError(WorkerError):
-    """gettoken gave no token."""
-
-
-class TokenRejected(TokenError):
-    """gettoken refused the app's credentials (wrong corp id or secret...): retrying cannot help."""
-
-    def __init__(self, errcode: int, errmsg: str) -> None:
-        self.errcode = errcode
-        self.errmsg = errmsg
-        super().__init__(f"gettoken refused the credentials: errcode {errcode} ({errmsg})")
-
-
-class TokenUnavailable(TokenError):
-    """gettoken could not be reached or answered -1 / 5xx: worth another try."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"gettoken unavailable: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
