@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis
 
-from tests.services import RedisServer
+from tests.services import RedisClusterGroup, RedisServer
 from worker.errors import StoreUnavailable
 from worker.ports import Slot, TooLong
 from worker.ratelimit import MICROS, Window, parse_rate_limit
@@ -150,3 +150,17 @@ async def test_redis_down_is_store_unavailable(
         await asyncio.wait_for(limiter.acquire(CORP, 0.0), 10)
     with pytest.raises(StoreUnavailable):
         await limiter.block(CORP, time.time() + 60)
+
+
+async def test_the_limiter_runs_on_a_cluster(
+    limiters: Factory, redis_cluster: RedisClusterGroup
+) -> None:
+    """Acquire, TooLong and block work on a 3-master Redis Cluster, for corps on several slots."""
+    limiter = await limiters((Window(2, 60, burst=2),), url=redis_cluster.url)
+    corps = [f"{CORP}-{time.time_ns()}-{i}" for i in range(6)]
+    for corp in corps:
+        assert await limiter.acquire(corp, 0.0) == Slot(waited=0.0)
+        assert await limiter.acquire(corp, 0.0) == Slot(waited=0.0)
+        assert isinstance(await limiter.acquire(corp, 1.0), TooLong)
+    await limiter.block("ww-blocked", time.time() + 60)
+    assert isinstance(await limiter.acquire("ww-blocked", 1.0), TooLong)

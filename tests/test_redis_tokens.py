@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -12,12 +13,12 @@ from structlog.testing import capture_logs
 
 from simulator import App as SimApp
 from simulator import RunningSimulator, SimulatorConfig, run_simulator
-from tests.services import RedisServer
+from tests.services import RedisClusterGroup, RedisServer
 from worker.apps import App
 from worker.metrics import Metrics
 from worker.redis_target import RedisConnection, connect_redis, parse_redis_url
 from worker.wecom.redis_tokens import RedisTokenStore
-from worker.wecom.tokens import TokenCache
+from worker.wecom.tokens import TokenCache, token_key
 
 SECRET = "shared-t0ken-s3cret"
 SIM_APPS = (
@@ -25,7 +26,7 @@ SIM_APPS = (
     SimApp(corp_id="ww-shared-token", agentid=1000003, secret=SECRET + "-2"),
 )
 APPS = tuple(App(corp_id=a.corp_id, agentid=a.agentid, secret=a.secret) for a in SIM_APPS)
-Replicas = Callable[[str], Awaitable[list[TokenCache]]]
+Replicas = Callable[..., Awaitable[list[TokenCache]]]
 
 
 @pytest.fixture
@@ -38,10 +39,10 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
 
 @pytest.fixture
 async def replicas(simulator: RunningSimulator) -> AsyncIterator[Replicas]:
-    """``replicas(redis_url)``: three TokenCaches, each with its own session and Redis store."""
+    """``replicas(redis_url[, prefix])``: three TokenCaches, each with its own session and store."""
     opened: list[tuple[aiohttp.ClientSession, RedisConnection]] = []
 
-    async def make(url: str) -> list[TokenCache]:
+    async def make(url: str, prefix: str = "wecom:") -> list[TokenCache]:
         caches = []
         for _ in range(3):
             session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
@@ -49,7 +50,7 @@ async def replicas(simulator: RunningSimulator) -> AsyncIterator[Replicas]:
                 parse_redis_url(url), password=None, socket_timeout=1.0
             )
             opened.append((session, connection))
-            store = RedisTokenStore(connection)
+            store = RedisTokenStore(connection, prefix=prefix)
             caches.append(TokenCache(session, simulator.url, Metrics(), store=store))
         return caches
 
@@ -116,3 +117,31 @@ async def test_a_replica_without_redis_fetches_its_own_token_and_says_so(
     assert fallbacks
     assert any(entry["fallback"] == "own gettoken" for entry in fallbacks)
     assert not any(token in str(entry) for entry in logs for token in tokens)
+
+
+async def test_a_dead_holders_lock_runs_out_and_a_waiter_fetches(
+    simulator: RunningSimulator, fresh_redis_url: str
+) -> None:
+    """A lock left by a replica that died mid-refresh expires; the waiter then fetches once."""
+    connection = await connect_redis(
+        parse_redis_url(fresh_redis_url), password=None, socket_timeout=1.0
+    )
+    store = RedisTokenStore(connection, lock_seconds=0.3)
+    async with aiohttp.ClientSession() as session:
+        cache = TokenCache(session, simulator.url, Metrics(), store=store)
+        with redis.Redis.from_url(fresh_redis_url) as client:
+            client.set(f"wecom:token-lock:{{{token_key(APPS[0])}}}", "dead-replica", px=300)
+        assert await cache.get(APPS[0])
+    await connection.close()
+    assert all_gettoken_calls(simulator) == 1
+
+
+async def test_tokens_are_shared_on_a_cluster(
+    replicas: Replicas, simulator: RunningSimulator, redis_cluster: RedisClusterGroup
+) -> None:
+    """Three replicas on a 3-master Redis Cluster still call gettoken once per app."""
+    caches = await replicas(redis_cluster.url, f"test-{time.time_ns()}:")
+    for app in APPS:
+        tokens = await asyncio.gather(*(cache.get(app) for cache in caches for _ in range(5)))
+        assert len(set(tokens)) == 1
+    assert all_gettoken_calls(simulator) == len(APPS)
