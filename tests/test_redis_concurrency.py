@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import RedisServer
+from tests.services import RedisClusterGroup, RedisServer
 from worker.redis_concurrency import SharedCorpConcurrency
 from worker.redis_target import RedisConnection, connect_redis, parse_redis_url
 
@@ -121,3 +121,21 @@ async def test_without_redis_a_replica_adapts_alone(
     await settled(concurrency)
     await concurrency.refresh()
     assert concurrency.limit(CORP) == 32
+
+
+async def test_the_shared_limit_works_on_a_cluster(
+    replicas: Factory, redis_cluster: RedisClusterGroup
+) -> None:
+    """Cut, growth and the pipelined refresh work on a 3-master Redis Cluster."""
+    corps = [f"{CORP}-{time.time_ns()}-{i}" for i in range(6)]  # spread over the slots
+    seeing = await replicas(maximum=8, url=redis_cluster.url)
+    other = await replicas(maximum=8, url=redis_cluster.url)
+    for corp in corps:
+        other.slot(corp)
+        seeing.congested(corp)
+    await settled(seeing)
+    for _ in range(4):
+        seeing.succeeded(corps[0])
+    await settled(seeing)
+    await other.refresh()
+    assert [other.limit(corp) for corp in corps] == [5, 4, 4, 4, 4, 4]
