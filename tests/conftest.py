@@ -12,9 +12,15 @@ Per-test fixtures:
     fresh_vhost      ``Vhost(name, url)``: an empty vhost only this test uses, deleted afterwards.
     queue_prefix     a unique ``str`` to start the names of queues and exchanges a test declares.
     fresh_redis_url  URL of a Redis database emptied for this test (rotating over 1..15).
+    make_redis       ``make_redis(**options) -> RedisServer``: a Redis of this test's own (to
+                     stop, pause, wipe or start without persistence), closed after the test.
+Session fixtures started on first use only:
+    redis_sentinel   ``RedisSentinelGroup``: master, replica, three sentinels; ``.url``.
+    redis_cluster    ``RedisClusterGroup``: three cluster masters; ``.url``.
 
 With ``WECOM_TEST_AMQP_URL`` / ``WECOM_TEST_REDIS_URL`` set, nothing is started and the fixtures
-that need the process itself (``rabbitmq``, ``fresh_vhost``, ``redis_server``) skip. The broker
+that need the process itself (``rabbitmq``, ``fresh_vhost``, ``redis_server``, ``make_redis``,
+``redis_sentinel``, ``redis_cluster``) skip. The broker
 boots (~2.5 s) in the background as soon as collection shows a test will need it.
 """
 
@@ -32,10 +38,19 @@ import pytest
 import redis
 
 from tests.e2e import stack
-from tests.services import RabbitMQNode, RedisServer, ServiceError, Vhost, VhostPool
+from tests.services import (
+    RabbitMQNode,
+    RedisClusterGroup,
+    RedisSentinelGroup,
+    RedisServer,
+    ServiceError,
+    Vhost,
+    VhostPool,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
 AMQP_URL_VARIABLE = "WECOM_TEST_AMQP_URL"
 REDIS_URL_VARIABLE = "WECOM_TEST_REDIS_URL"
@@ -53,6 +68,8 @@ class _Services:
     prometheus_node: RabbitMQNode | None = None
     vhosts: VhostPool | None = None
     redis: RedisServer | None = None
+    sentinel: RedisSentinelGroup | None = None
+    cluster: RedisClusterGroup | None = None
     redis_dbs: Iterator[int] = field(default_factory=lambda: itertools.cycle(_REDIS_TEST_DBS))
 
     def rabbitmq_node(self) -> RabbitMQNode:
@@ -76,10 +93,28 @@ class _Services:
             self.redis = RedisServer()
         return self.redis
 
+    def own_redis_allowed(self) -> None:
+        if self.redis_url:
+            pytest.skip(f"{REDIS_URL_VARIABLE} is set: this test needs Redis servers of its own")
+
+    def redis_sentinel(self) -> RedisSentinelGroup:
+        self.own_redis_allowed()
+        if self.sentinel is None:
+            self.sentinel = RedisSentinelGroup()
+            self.sentinel.start()
+        return self.sentinel
+
+    def redis_cluster(self) -> RedisClusterGroup:
+        self.own_redis_allowed()
+        if self.cluster is None:
+            self.cluster = RedisClusterGroup()
+            self.cluster.start()
+        return self.cluster
+
     def close(self) -> None:
         if self.vhosts is not None:
             self.vhosts.close()
-        for service in (self.node, self.prometheus_node, self.redis):
+        for service in (self.node, self.prometheus_node, self.redis, self.sentinel, self.cluster):
             if service is not None:
                 service.close()
 
@@ -187,6 +222,36 @@ def fresh_redis_url(redis_url: str, pytestconfig: pytest.Config) -> str:
     with redis.Redis.from_url(url) as client:
         client.flushdb()
     return url
+
+
+@pytest.fixture
+def make_redis(pytestconfig: pytest.Config) -> Iterator[Callable[..., RedisServer]]:
+    """Starts Redis servers of this test's own (``RedisServer`` options); closes them after."""
+    pytestconfig.stash[_SERVICES].own_redis_allowed()
+    started: list[RedisServer] = []
+
+    def make(**options: Any) -> RedisServer:
+        server = RedisServer(**options)
+        started.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in started:
+        server.resume()  # a paused server would not answer SIGTERM
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(pytestconfig: pytest.Config) -> RedisSentinelGroup:
+    """A Sentinel group of this run (started on first use): master, replica, three sentinels."""
+    return pytestconfig.stash[_SERVICES].redis_sentinel()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(pytestconfig: pytest.Config) -> RedisClusterGroup:
+    """A 3-master Redis Cluster of this run, started on first use."""
+    return pytestconfig.stash[_SERVICES].redis_cluster()
 
 
 __all__ = ["stack"]  # the end-to-end fixture, defined beside its helpers in tests/e2e.py

@@ -234,11 +234,14 @@ def amqp_greets(port: int) -> bool:
 
 
 def redis_pongs(port: int) -> bool:
-    """Whether a Redis on the port answers PING (not -LOADING while it replays its AOF)."""
+    """Whether a Redis on the port answers PING (not -LOADING while it replays its AOF).
+
+    A server with a password answers -NOAUTH: it is up, too.
+    """
     try:
         with socket.create_connection((LOOPBACK, port), timeout=2) as sock:
             sock.sendall(b"PING\r\n")
-            return _recv_exactly(sock, 7) == b"+PONG\r\n"
+            return _recv_exactly(sock, 7) in {b"+PONG\r\n", b"-NOAUTH"}
     except OSError:
         return False
 
@@ -577,23 +580,57 @@ class VhostPool:
 
 
 class RedisServer(_Service):
-    """One Redis on 127.0.0.1 that keeps every acknowledged write in an fsynced AOF."""
+    """One Redis on 127.0.0.1; by default it keeps every acknowledged write in an fsynced AOF.
+
+    ``appendonly`` / ``appendfsync`` / ``maxmemory_policy`` choose its durability (the tests of
+    the durability report start the weak ones); ``extra`` adds command-line options (a replica's
+    ``--replicaof``, cluster mode).
+    """
 
     name = "redis"
 
     def __init__(
-        self, *, databases: int = 16, start_timeout: float = 30.0, stop_timeout: float = 30.0
+        self,
+        *,
+        databases: int = 16,
+        appendonly: bool = True,
+        appendfsync: str = "always",
+        maxmemory_policy: str = "noeviction",
+        extra: tuple[str, ...] = (),
+        start_timeout: float = 30.0,
+        stop_timeout: float = 30.0,
     ) -> None:
         self._program = executable("redis-server", "redis-server")
         super().__init__(start_timeout, stop_timeout)
         self.port = free_port()
         self.databases = databases
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.maxmemory_policy = maxmemory_policy
+        self.extra = extra
         self.url = self.db_url(0)
         self.log = self.base_dir / "redis.log"
 
     def db_url(self, index: int) -> str:
         """The URL of one numbered database."""
         return f"redis://{LOOPBACK}:{self.port}/{index}"
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open and nothing answers (a hung Redis)."""
+        if self._process is not None:
+            os.killpg(self._process.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._process is not None:
+            os.killpg(self._process.process.pid, signal.SIGCONT)
+
+    def wipe(self) -> None:
+        """Stop the server and delete its data: the next start is empty (a Redis lost its disk)."""
+        self.stop()
+        for path in self.base_dir.iterdir():
+            if path != self.log:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def _spawn(self) -> _Child:
         argv = [
@@ -604,10 +641,11 @@ class RedisServer(_Service):
             "--daemonize", "no",
             "--dir", str(self.base_dir),
             "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--maxmemory-policy", "noeviction",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--maxmemory-policy", self.maxmemory_policy,
             "--databases", str(self.databases),
+            *self.extra,
         ]  # fmt: skip
         return _Child(argv, _clean_env(), self.log)
 
@@ -671,3 +709,152 @@ class PrometheusServer(_Service):
 
     def __repr__(self) -> str:
         return f"PrometheusServer({self.url})"
+
+
+def redis_cli(port: int, *args: str, timeout: float = 30.0) -> str:
+    """Run ``redis-cli -h 127.0.0.1 -p PORT ARGS`` and return its output."""
+    argv = [executable("redis-cli", "redis-tools"), "-h", LOOPBACK, "-p", str(port), *args]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"redis-cli {' '.join(args)} took over {timeout} s") from exc
+    if done.returncode != 0:
+        raise ServiceError(f"redis-cli {' '.join(args)} exited {done.returncode}: {done.stderr}")
+    return done.stdout
+
+
+class RedisSentinel(_Service):
+    """One Sentinel (``redis-server --sentinel``) watching ``master_name`` at ``master_port``."""
+
+    name = "redis-sentinel"
+
+    def __init__(
+        self, master_name: str, master_port: int, quorum: int, *, start_timeout: float = 30.0
+    ) -> None:
+        self._program = executable("redis-server", "redis-server")
+        super().__init__(start_timeout, 10.0)
+        self.port = free_port()
+        self.log = self.base_dir / "sentinel.log"
+        self.config = self.base_dir / "sentinel.conf"
+        # Sentinel rewrites this file as it learns the topology; it is written once, here.
+        self.config.write_text(
+            f"port {self.port}\n"
+            f"bind {LOOPBACK}\n"
+            f"dir {self.base_dir}\n"
+            f"sentinel monitor {master_name} {LOOPBACK} {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master_name} 1000\n"
+            f"sentinel failover-timeout {master_name} 10000\n"
+            f"sentinel parallel-syncs {master_name} 1\n"
+        )
+
+    def _spawn(self) -> _Child:
+        return _Child([self._program, str(self.config), "--sentinel"], _clean_env(), self.log)
+
+    def _answers(self) -> bool:
+        return redis_pongs(self.port)
+
+    def _logs(self) -> list[Path]:
+        return [self.log]
+
+    def __repr__(self) -> str:
+        return f"RedisSentinel(127.0.0.1:{self.port})"
+
+
+class RedisSentinelGroup:
+    """A master, a replica and three sentinels on loopback: ``.url`` is its redis+sentinel URL."""
+
+    master_name = "wecom"
+
+    def __init__(self) -> None:
+        self.servers = [RedisServer(appendonly=False)]
+        first = self.servers[0]
+        self.servers.append(
+            RedisServer(appendonly=False, extra=("--replicaof", LOOPBACK, str(first.port)))
+        )
+        self.sentinels = [RedisSentinel(self.master_name, first.port, 2) for _ in range(3)]
+        hosts = ",".join(f"{LOOPBACK}:{sentinel.port}" for sentinel in self.sentinels)
+        self.url = f"redis+sentinel://{hosts}/{self.master_name}/0"
+
+    def start(self) -> None:
+        """Start the servers, wait for the replica to sync, then start the sentinels."""
+        for server in self.servers:
+            server.start()
+        deadline = time.monotonic() + 30
+        while "master_link_status:up" not in redis_cli(self.servers[1].port, "info", "replication"):
+            if time.monotonic() > deadline:
+                raise ServiceError("the Sentinel group's replica did not sync with its master")
+            time.sleep(0.05)
+        for sentinel in self.sentinels:
+            sentinel.launch()
+        for sentinel in self.sentinels:
+            sentinel.wait_ready()
+        self.wait_for_sentinels()
+
+    def master_port(self) -> int:
+        """The port of the master as the first sentinel sees it."""
+        answer = redis_cli(
+            self.sentinels[0].port, "sentinel", "get-master-addr-by-name", self.master_name
+        )
+        return int(answer.split()[1])
+
+    def wait_for_sentinels(self, timeout: float = 30.0) -> None:
+        """Until every sentinel knows the replica and the other sentinels (a failover can run)."""
+        deadline = time.monotonic() + timeout
+        for sentinel in self.sentinels:
+            while True:
+                info = redis_cli(sentinel.port, "sentinel", "master", self.master_name).split()
+                fields = dict(zip(info[::2], info[1::2], strict=False))
+                if fields.get("num-slaves") == "1" and fields.get("num-other-sentinels") == "2":
+                    break
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"{sentinel!r} did not discover its group: {fields}")
+                time.sleep(0.1)
+
+    def failover(self, timeout: float = 30.0) -> int:
+        """Make the replica the master (SENTINEL FAILOVER); returns the new master's port."""
+        old = self.master_port()
+        redis_cli(self.sentinels[0].port, "sentinel", "failover", self.master_name)
+        deadline = time.monotonic() + timeout
+        while True:
+            new = self.master_port()
+            role = redis_cli(new, "role").split()
+            if new != old and role and role[0] == "master":
+                return new
+            if time.monotonic() > deadline:
+                raise ServiceError("the Sentinel failover did not finish")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Stop everything and delete the data."""
+        for service in [*self.sentinels, *self.servers]:
+            service.close()
+
+
+class RedisClusterGroup:
+    """Three Redis Cluster masters on loopback (no replicas); ``.url`` is a redis+cluster URL."""
+
+    def __init__(self) -> None:
+        options = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+        self.servers = [RedisServer(databases=1, extra=options) for _ in range(3)]
+        hosts = ",".join(f"{LOOPBACK}:{server.port}" for server in self.servers)
+        self.url = f"redis+cluster://{hosts}"
+
+    def start(self) -> None:
+        """Start the nodes, join them into one cluster, wait until every slot is served."""
+        for server in self.servers:
+            server.launch()
+        for server in self.servers:
+            server.wait_ready()
+        nodes = [f"{LOOPBACK}:{server.port}" for server in self.servers]
+        redis_cli(self.servers[0].port, "--cluster", "create", *nodes, "--cluster-yes")
+        deadline = time.monotonic() + 30
+        for server in self.servers:
+            while "cluster_state:ok" not in redis_cli(server.port, "cluster", "info"):
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"{server!r} did not see the cluster's slots covered")
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        """Stop the nodes and delete their data."""
+        for server in self.servers:
+            server.close()

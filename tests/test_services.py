@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
 import pytest
+import redis
 import redis.asyncio
 from pamqp.commands import Basic
 
-from tests.services import RabbitMQNode, RedisServer, ServiceError, Vhost, executable
+from tests.services import (
+    RabbitMQNode,
+    RedisClusterGroup,
+    RedisSentinelGroup,
+    RedisServer,
+    ServiceError,
+    Vhost,
+    executable,
+)
 
 
 async def declare_quorum_queue(
@@ -157,3 +167,31 @@ def test_missing_program_names_the_package_and_the_install_script() -> None:
     """A missing binary fails with the Debian package to install and the script that does it."""
     with pytest.raises(ServiceError, match=r"package rabbitmq-server.*ensure-system-packages\.sh"):
         executable("/nonexistent/rabbitmq-server", "rabbitmq-server")
+
+
+def test_a_wiped_redis_starts_empty(make_redis: Callable[..., RedisServer]) -> None:
+    """wipe() deletes the data, AOF included: the next start is a Redis that lost its disk."""
+    server = make_redis()
+    with redis.Redis(port=server.port) as client:
+        client.set("kept", "1")
+    server.restart()
+    with redis.Redis(port=server.port) as client:
+        assert client.get("kept") == b"1"
+    server.wipe()
+    server.start()
+    with redis.Redis(port=server.port) as client:
+        assert client.get("kept") is None
+
+
+@pytest.mark.integration
+def test_sentinel_group_and_cluster_listen_on_loopback_only(
+    redis_sentinel: RedisSentinelGroup, redis_cluster: RedisClusterGroup
+) -> None:
+    """The Sentinel group's servers and sentinels, and the cluster's nodes and bus, use loopback."""
+    ports = [server.port for server in redis_sentinel.servers]
+    ports += [sentinel.port for sentinel in redis_sentinel.sentinels]
+    ports += [server.port for server in redis_cluster.servers]
+    ports += [server.port + 10000 for server in redis_cluster.servers]  # the cluster bus
+    addresses = {port: listening_addresses(port) for port in ports}
+    assert all(addresses.values()), addresses
+    assert all(address.is_loopback for found in addresses.values() for address in found), addresses

@@ -1,4 +1,7 @@
-"""The SQLite state store against real database files: single use, leases, durability, failures."""
+"""The SQLite state store against real database files: records, locks, purge, durability, failures.
+
+The behaviour every store shares (claim, complete, release, renew) is in test_state_store.py.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 
 from worker.errors import StoreLocked, StoreUnavailable
-from worker.ports import AlreadyUsed, Busy, Claimed, CodeKey, Replay, StateStore
+from worker.ports import AlreadyUsed, Claimed, CodeKey, Replay, StateStore
 from worker.state.sqlite import SqliteStateStore, filesystem_of
 
 LEASE = 60.0
@@ -104,115 +107,18 @@ def execute(db_path: str, sql: str) -> None:
         conn.execute(sql)
 
 
-# --- claim: each state ----------------------------------------------------------------------
+# --- records as written ---------------------------------------------------------------------
 
 
-async def test_absent_code_is_claimed_not_spent(store: SqliteStateStore, db_path: str) -> None:
-    """A code never seen is claimed, with nothing sent before, and recorded as claimed."""
-    assert await store.claim(KEY, "a") == Claimed(maybe_spent=False)
+async def test_records_hold_state_holder_and_flags(store: SqliteStateStore, db_path: str) -> None:
+    """Claim, release and completion are written as the row's state, holder and spent flags."""
+    await store.claim(KEY, "a")
     assert rows(db_path) == [(KEY.corp_id, KEY.response_code, "claimed", "a", 0, 0)]
-
-
-async def test_same_code_in_another_corp_is_another_record(store: SqliteStateStore) -> None:
-    """The unit of single use is (corp_id, response_code), not the code alone."""
-    await store.claim(KEY, "a")
-    assert await store.claim(CodeKey("ww-other", KEY.response_code), "b") == FRESH
-
-
-async def test_done_same_command_replays_stored_result(store: SqliteStateStore) -> None:
-    """A command that finished gets its stored result back, spent or not."""
-    await store.claim(KEY, "a")
-    await store.complete(KEY, "a", RESULT_A, spent=True)
-    assert await store.claim(KEY, "a") == Replay(RESULT_A)
-    other = CodeKey(KEY.corp_id, "code-2")
-    await store.claim(other, "b")
-    await store.complete(other, "b", RESULT_B, spent=False)
-    assert await store.claim(other, "b") == Replay(RESULT_B)
-
-
-async def test_code_spent_by_another_command_is_already_used(store: SqliteStateStore) -> None:
-    """A second command on a spent code learns which command used it first."""
-    await store.claim(KEY, "first")
-    await store.complete(KEY, "first", RESULT_A, spent=True)
-    assert await store.claim(KEY, "second") == AlreadyUsed("first")
-    assert await store.claim(KEY, "third") == AlreadyUsed("first")
-
-
-async def test_unspent_outcome_lets_another_command_take_the_code(
-    store: SqliteStateStore, db_path: str
-) -> None:
-    """A command that failed without spending the code leaves it to the next command."""
-    await store.claim(KEY, "a")
-    await store.complete(KEY, "a", RESULT_A, spent=False)
-    assert await store.claim(KEY, "b") == Claimed(maybe_spent=False)
-    assert rows(db_path)[0][2:4] == ("claimed", "b")
-
-
-async def test_live_lease_of_another_command_is_busy(store: SqliteStateStore, clock: Clock) -> None:
-    """While a holder's lease runs, another command is told who holds it and until when."""
-    start = clock.now
-    await store.claim(KEY, "a")
-    clock.advance(LEASE - 1)
-    assert await store.claim(KEY, "b") == Busy("a", start + LEASE)
-
-
-async def test_second_delivery_of_same_command_is_busy(store: SqliteStateStore) -> None:
-    """Another delivery of a command still being processed waits instead of calling again."""
-    await store.claim(KEY, "a")
-    outcome = await store.claim(KEY, "a")
-    assert isinstance(outcome, Busy)
-    assert outcome.command_id == "a"
-
-
-@pytest.mark.parametrize("claimer", ["a", "b"])
-async def test_expired_lease_is_taken_over_as_maybe_spent(
-    store: SqliteStateStore, clock: Clock, db_path: str, claimer: str
-) -> None:
-    """A claim whose holder died mid-call is taken over, flagged as possibly sent."""
-    await store.claim(KEY, "a")
-    clock.advance(LEASE + 0.001)
-    assert await store.claim(KEY, claimer) == Claimed(maybe_spent=True)
-    assert rows(db_path)[0][2:5] == ("claimed", claimer, 1)
-    assert isinstance(await store.claim(KEY, "c"), Busy)  # the new holder has a fresh lease
-
-
-@pytest.mark.parametrize("maybe_spent", [False, True])
-async def test_release_keeps_maybe_spent_flag(
-    store: SqliteStateStore, db_path: str, maybe_spent: bool
-) -> None:
-    """A released code goes to the next claimer with the flag given at release."""
-    await store.claim(KEY, "a")
-    await store.release(KEY, "a", maybe_spent=maybe_spent)
-    assert rows(db_path)[0][2:5] == ("released", "a", int(maybe_spent))
-    assert await store.claim(KEY, "b") == Claimed(maybe_spent=maybe_spent)
-
-
-async def test_released_command_takes_its_code_back(store: SqliteStateStore) -> None:
-    """A deferred command coming back from the delay queue claims its released code again."""
-    await store.claim(KEY, "a")
-    await store.release(KEY, "a", maybe_spent=False)
-    assert await store.claim(KEY, "a") == Claimed(maybe_spent=False)
-
-
-async def test_release_never_forgets_an_earlier_holder_may_have_sent(
-    store: SqliteStateStore, clock: Clock
-) -> None:
-    """A holder that took over a maybe-spent code and sent nothing still releases it as maybe spent."""
-    await store.claim(KEY, "a")
-    clock.advance(LEASE + 1)
-    assert await store.claim(KEY, "b") == Claimed(maybe_spent=True)
-    await store.release(KEY, "b", maybe_spent=False)
-    assert await store.claim(KEY, "c") == Claimed(maybe_spent=True)
-
-
-async def test_release_by_a_command_not_holding_the_code_changes_nothing(
-    store: SqliteStateStore, db_path: str
-) -> None:
-    """Only the holder can release: another command's release leaves the claim in place."""
-    await store.claim(KEY, "a")
-    await store.release(KEY, "b", maybe_spent=True)
-    assert rows(db_path)[0][2:5] == ("claimed", "a", 0)
-    assert isinstance(await store.claim(KEY, "b"), Busy)
+    await store.release(KEY, "a", maybe_spent=True)
+    assert rows(db_path)[0][2:6] == ("released", "a", 1, 0)
+    await store.claim(KEY, "b")
+    await store.complete(KEY, "b", RESULT_B, spent=True)
+    assert rows(db_path)[0][2:6] == ("done", "b", 1, 1)
 
 
 async def test_release_of_an_orphan_from_another_owner_changes_nothing(
@@ -225,113 +131,6 @@ async def test_release_of_an_orphan_from_another_owner_changes_nothing(
     second = await open_store(owner="owner-2")
     await second.release(KEY, "a", maybe_spent=False)
     assert rows(db_path)[0][2:4] == ("claimed", "a")
-
-
-# --- complete -------------------------------------------------------------------------------
-
-
-async def test_complete_records_outcome_and_spent_flag(
-    store: SqliteStateStore, db_path: str
-) -> None:
-    """Completion turns the claim into a done record holding the result and the spent flag."""
-    await store.claim(KEY, "a")
-    await store.complete(KEY, "a", RESULT_A, spent=True)
-    assert rows(db_path) == [(KEY.corp_id, KEY.response_code, "done", "a", 1, 1)]
-
-
-async def test_complete_without_a_record_writes_it(store: SqliteStateStore) -> None:
-    """An outcome whose claim vanished is still written: it is what happened at WeCom."""
-    await store.complete(KEY, "a", RESULT_A, spent=True)
-    assert await store.claim(KEY, "b") == AlreadyUsed("a")
-
-
-async def test_spent_outcome_of_another_command_is_never_overwritten(
-    store: SqliteStateStore,
-) -> None:
-    """The first command that spent the code stays recorded, whatever completes later."""
-    await store.claim(KEY, "a")
-    await store.complete(KEY, "a", RESULT_A, spent=True)
-    await store.complete(KEY, "b", RESULT_B, spent=True)
-    await store.complete(KEY, "b", RESULT_B, spent=False)
-    await store.complete(KEY, "a", RESULT_B, spent=False)
-    assert await store.claim(KEY, "a") == Replay(RESULT_A)
-    assert await store.claim(KEY, "c") == AlreadyUsed("a")
-
-
-async def test_spent_outcome_after_a_lost_claim_is_recorded(
-    store: SqliteStateStore, clock: Clock
-) -> None:
-    """A holder whose lease ran out but who spent the code records it over the new holder's claim."""
-    await store.claim(KEY, "a")
-    clock.advance(LEASE + 1)
-    assert await store.claim(KEY, "b") == Claimed(maybe_spent=True)
-    await store.complete(KEY, "a", RESULT_A, spent=True)
-    await store.complete(KEY, "b", RESULT_B, spent=True)  # b's 60140, too late to matter
-    assert await store.claim(KEY, "c") == AlreadyUsed("a")
-    assert await store.claim(KEY, "a") == Replay(RESULT_A)
-
-
-async def test_unspent_outcome_does_not_displace_another_live_claim(
-    store: SqliteStateStore, clock: Clock
-) -> None:
-    """A late holder that did not spend the code cannot free it while the new holder works."""
-    await store.claim(KEY, "a")
-    clock.advance(LEASE + 1)
-    await store.claim(KEY, "b")
-    await store.complete(KEY, "a", RESULT_A, spent=False)
-    assert isinstance(await store.claim(KEY, "c"), Busy)
-    await store.complete(KEY, "b", RESULT_B, spent=False)
-    assert await store.claim(KEY, "b") == Replay(RESULT_B)
-
-
-async def test_unspent_outcome_keeps_what_an_earlier_holder_may_have_sent(
-    store: SqliteStateStore, clock: Clock
-) -> None:
-    """After a maybe-spent takeover ends unspent, the next command still hears 'maybe spent'."""
-    await store.claim(KEY, "a")
-    clock.advance(LEASE + 1)
-    await store.claim(KEY, "b")
-    await store.complete(KEY, "b", RESULT_B, spent=False)
-    assert await store.claim(KEY, "c") == Claimed(maybe_spent=True)
-
-
-# --- renew ----------------------------------------------------------------------------------
-
-
-async def test_renew_extends_the_lease(store: SqliteStateStore, clock: Clock) -> None:
-    """A renewed claim stays busy past its first lease and counts nothing re-created."""
-    await store.claim(KEY, "a")
-    clock.advance(LEASE * 0.75)
-    assert await store.renew([(KEY, "a")]) == 0
-    clock.advance(LEASE * 0.75)
-    assert await store.claim(KEY, "b") == Busy("a", clock.now - LEASE * 0.75 + LEASE)
-
-
-async def test_renew_recreates_a_vanished_claim(
-    store: SqliteStateStore, clock: Clock, db_path: str
-) -> None:
-    """A claim deleted behind the store's back comes back on renewal, counted once."""
-    other = CodeKey(KEY.corp_id, "code-2")
-    await store.claim(KEY, "a")
-    await store.claim(other, "b")
-    execute(db_path, f"DELETE FROM codes WHERE response_code = '{KEY.response_code}'")
-    assert await store.renew([(KEY, "a"), (other, "b")]) == 1
-    assert await store.claim(KEY, "c") == Busy("a", clock.now + LEASE)
-
-
-async def test_renew_leaves_records_it_does_not_hold(
-    store: SqliteStateStore, clock: Clock, db_path: str
-) -> None:
-    """Renewal neither steals a code another command holds nor revives a finished one."""
-    await store.claim(KEY, "a")
-    clock.advance(LEASE + 1)
-    await store.claim(KEY, "b")
-    done = CodeKey(KEY.corp_id, "code-2")
-    await store.claim(done, "a")
-    await store.complete(done, "a", RESULT_A, spent=True)
-    assert await store.renew([(KEY, "a"), (done, "a")]) == 0
-    assert sorted(r[2:4] for r in rows(db_path)) == [("claimed", "b"), ("done", "a")]
-    assert await store.renew([]) == 0
 
 
 # --- retention ------------------------------------------------------------------------------
@@ -440,16 +239,6 @@ async def test_orphaned_claim_of_a_killed_process_is_taken_over_at_once(db_path:
 # --- concurrency and batching ---------------------------------------------------------------
 
 
-async def test_concurrent_claims_of_one_code_give_exactly_one_holder(
-    store: SqliteStateStore,
-) -> None:
-    """500 tasks racing for the same code: one wins, every other one is told it is busy."""
-    outcomes = await asyncio.gather(*(store.claim(KEY, f"cmd-{i}") for i in range(500)))
-    winners = [o for o in outcomes if isinstance(o, Claimed)]
-    assert winners == [Claimed(maybe_spent=False)]
-    assert sum(isinstance(o, Busy) for o in outcomes) == 499
-
-
 async def test_a_failing_operation_fails_alone(store: SqliteStateStore) -> None:
     """A value SQLite cannot store fails its own call; the others queued with it succeed."""
     keys = [CodeKey(KEY.corp_id, f"code-{i}") for i in range(50)]
@@ -462,23 +251,7 @@ async def test_a_failing_operation_fails_alone(store: SqliteStateStore) -> None:
     assert [o for i, o in enumerate(outcomes) if i != 25] == [FRESH] * 49
 
 
-async def test_cancelled_caller_does_not_hold_up_others(store: SqliteStateStore) -> None:
-    """A caller cancelled while its claim is queued leaves the calls queued with it answered."""
-    cancelled = asyncio.ensure_future(store.claim(KEY, "a"))
-    other = asyncio.ensure_future(store.claim(CodeKey(KEY.corp_id, "code-2"), "b"))
-    await asyncio.sleep(0)  # both are queued, likely in one batch
-    cancelled.cancel()
-    assert await asyncio.wait_for(other, 5) == FRESH
-    assert cancelled.cancelled()
-    assert isinstance(await store.claim(CodeKey(KEY.corp_id, "code-3"), "c"), Claimed)
-
-
 # --- failures -------------------------------------------------------------------------------
-
-
-async def test_ping_answers_on_a_healthy_database(store: SqliteStateStore) -> None:
-    """A readable and writable database answers a ping."""
-    await store.ping()
 
 
 async def test_ping_fails_when_the_file_is_replaced_by_a_directory(
@@ -524,15 +297,6 @@ async def test_open_fails_cleanly_where_no_file_can_be_made(tmp_path: Path) -> N
     """A path in a missing directory is StoreUnavailable at open, not a crash later."""
     with pytest.raises(StoreUnavailable, match="lock file"):
         await SqliteStateStore.open(str(tmp_path / "missing" / "state.db"), owner="o")
-
-
-async def test_closed_store_refuses_calls(open_store: Opener) -> None:
-    """After close, calls fail with StoreUnavailable instead of hanging."""
-    store = await open_store()
-    await store.close()
-    await store.close()  # twice is harmless
-    with pytest.raises(StoreUnavailable, match="closed"):
-        await store.claim(KEY, "a")
 
 
 async def test_close_drains_queued_operations(open_store: Opener, db_path: str) -> None:

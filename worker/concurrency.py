@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -98,6 +98,14 @@ class CorpSlots:
         self.limit = max(1, self.limit // 2)
         self.successes = 0
 
+    def set_limit(self, limit: int) -> None:
+        """Take ``limit`` (kept within 1..maximum) as the limit: one that replicas share."""
+        limit = max(1, min(self.maximum, limit))
+        if limit != self.limit:
+            self.limit = limit
+            self.successes = 0
+            self._wake()
+
     def succeeded(self) -> None:
         """A call went through: after ``limit`` of them the limit grows by one."""
         if self.limit >= self.maximum:
@@ -107,6 +115,26 @@ class CorpSlots:
             self.successes = 0
             self.limit += 1
             self._wake()
+
+
+class CorpLimits(Protocol):
+    """Per-corp places in flight: :class:`CorpConcurrency` here, or one shared through Redis."""
+
+    def slot(self, corp_id: str) -> CorpSlots:
+        """The corp's slots."""
+        ...
+
+    def congested(self, corp_id: str) -> None:
+        """WeCom answered 45033 for the corp."""
+        ...
+
+    def succeeded(self, corp_id: str) -> None:
+        """A call of the corp went through."""
+        ...
+
+    def limit(self, corp_id: str) -> int:
+        """The corp's current limit."""
+        ...
 
 
 class CorpConcurrency:

@@ -23,6 +23,7 @@ from worker.faultpoints import SETTING as FAULT_POINT_SETTING
 from worker.faultpoints import FaultPoint, parse_fault_point
 from worker.ratelimit import Window, parse_rate_limit
 from worker.redact import redact_url
+from worker.redis_target import RedisTarget, parse_redis_url
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
@@ -45,6 +46,7 @@ class Settings:
     api_base: str
     apps: tuple[App, ...]
     state_url: str = field(repr=False)
+    redis_target: RedisTarget | None  # parsed WECOM_STATE_URL when it names Redis
     rate_limit: str  # as given, for the start-up log line
     rate_windows: tuple[Window, ...]
     command_queue: str
@@ -80,6 +82,8 @@ class Settings:
     @property
     def state_url_safe(self) -> str:
         """The state store URL without its password, for logs."""
+        if self.redis_target is not None:
+            return self.redis_target.describe()
         return redact_url(self.state_url)
 
     @property
@@ -176,7 +180,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if urlsplit(api_base).scheme not in {"http", "https"} or not urlsplit(api_base).netloc:
         raise SettingsError("WECOM_API_BASE", f"must be an http(s) URL, got {api_base!r}")
     state_url = env.text("WECOM_STATE_URL", DEFAULT_STATE_URL)
-    check_state_url(state_url)
+    redis_target = check_state_url(state_url)
     rate_limit = env.text("WECOM_RATE_LIMIT", DEFAULT_RATE_LIMIT)
     command_queue = env.text("WECOM_COMMAND_QUEUE", DEFAULT_COMMAND_QUEUE)
     return Settings(
@@ -184,6 +188,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         api_base=api_base,
         apps=load_apps(env),
         state_url=state_url,
+        redis_target=redis_target,
         rate_limit=rate_limit,
         rate_windows=parse_rate_limit(rate_limit, "WECOM_RATE_LIMIT"),
         command_queue=command_queue,
@@ -215,22 +220,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
 
 
-def check_state_url(url: str) -> None:
-    """``sqlite:///PATH`` or ``redis://HOST:PORT/DB``."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
+def check_state_url(url: str) -> RedisTarget | None:
+    """``sqlite:///PATH`` (None) or one of the Redis forms (its parsed target)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
         if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
             raise SettingsError(
                 "WECOM_STATE_URL", "a sqlite URL is sqlite:///PATH (e.g. sqlite:////data/state.db)"
             )
-        return
-    if parts.scheme in {"redis", "rediss"}:
-        if not parts.hostname:
-            raise SettingsError("WECOM_STATE_URL", "a redis URL is redis://HOST:PORT/DB")
-        return
+        return None
+    if scheme.startswith("redis"):
+        return parse_redis_url(url)
     raise SettingsError(
         "WECOM_STATE_URL",
-        f"must be sqlite:///PATH or redis://HOST:PORT/DB, got scheme {parts.scheme!r}",
+        f"must be sqlite:///PATH or a Redis URL (redis://HOST:PORT/DB, rediss://…, "
+        f"redis+sentinel://…, redis+cluster://…), got scheme {scheme!r}",
     )
 
 

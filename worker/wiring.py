@@ -18,7 +18,7 @@ import aiohttp
 
 from worker.amqp import Broker, Topology
 from worker.apps import AppRegistry
-from worker.concurrency import CorpConcurrency
+from worker.concurrency import CorpConcurrency, CorpLimits
 from worker.consumer import CommandConsumer
 from worker.errors import SettingsError
 from worker.faultpoints import FaultPoint
@@ -26,10 +26,14 @@ from worker.metrics import Metrics
 from worker.pipeline import HeldClaims, Pipeline
 from worker.ports import RateLimiter, StateStore
 from worker.ratelimit import LocalRateLimiter
+from worker.redis_concurrency import SharedCorpConcurrency
+from worker.redis_target import RedisTarget, connect_redis
 from worker.settings import Settings
 from worker.wecom.client import WeComClient, create_session
 from worker.wecom.retry import RetryPolicy
 from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore
+
+REDIS_TIMEOUT = 1.0  # seconds per Redis call: a frozen Redis fails a command, never hangs it
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Shared:
     store: StateStore
     limiter: RateLimiter
     tokens: TokenStore
+    concurrency: CorpLimits
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +74,7 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
             settings.concurrency, timeout=timeout, trace_configs=fault_traces(settings.fault_point)
         )
         stack.push_async_callback(session.close)
-        concurrency = CorpConcurrency(settings.concurrency)
+        concurrency = shared.concurrency
         metrics.watch_corps(
             (app.corp_id for app in settings.apps),
             concurrency.limit,
@@ -122,7 +127,11 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
 
 
 async def open_shared(settings: Settings, stack: contextlib.AsyncExitStack) -> Shared:
-    """The state store, rate limiter and token store ``WECOM_STATE_URL`` calls for."""
+    """The state store, rate limiter, token store and 45033 limits ``WECOM_STATE_URL`` calls for.
+
+    SQLite: one replica, so the limiter, tokens and concurrency live in the process.
+    Redis: the same Redis holds what every replica must agree on.
+    """
     path = settings.sqlite_path
     if path is not None:
         from worker.state.sqlite import SqliteStateStore  # noqa: PLC0415 - per-backend import
@@ -138,8 +147,45 @@ async def open_shared(settings: Settings, stack: contextlib.AsyncExitStack) -> S
             store=store,
             limiter=LocalRateLimiter(settings.rate_windows),
             tokens=MemoryTokenStore(),
+            concurrency=CorpConcurrency(settings.concurrency),
         )
+    if settings.redis_target is not None:
+        return await open_redis_shared(settings, settings.redis_target, stack)
     raise SettingsError("WECOM_STATE_URL", f"no state store for {settings.state_url_safe}")
+
+
+async def open_redis_shared(
+    settings: Settings, target: RedisTarget, stack: contextlib.AsyncExitStack
+) -> Shared:
+    """Everything shared by replicas, on one Redis connection pool."""
+    from worker.redis_ratelimit import RedisRateLimiter  # noqa: PLC0415
+    from worker.state.redis import RedisStateStore  # noqa: PLC0415
+    from worker.wecom.redis_tokens import RedisTokenStore  # noqa: PLC0415
+
+    connection = await connect_redis(
+        target,
+        password=settings.redis_password,
+        socket_timeout=REDIS_TIMEOUT,
+        client_name=f"wecom-card-worker-{settings.instance_id}",
+    )
+    stack.push_async_callback(connection.close)
+    store = await RedisStateStore.open(
+        connection,
+        owner=settings.instance_id,
+        lease_seconds=settings.claim_lease,
+        wait_replicas=settings.redis_wait_replicas,
+        close_connection=False,
+    )
+    stack.push_async_callback(store.close)
+    concurrency = SharedCorpConcurrency(connection, settings.concurrency)
+    await concurrency.start()
+    stack.push_async_callback(concurrency.close)
+    return Shared(
+        store=store,
+        limiter=RedisRateLimiter(connection, settings.rate_windows),
+        tokens=RedisTokenStore(connection),
+        concurrency=concurrency,
+    )
 
 
 def fault_traces(fault: FaultPoint | None) -> list[aiohttp.TraceConfig]:

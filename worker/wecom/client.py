@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
     from worker.apps import App
-    from worker.concurrency import CorpConcurrency, CorpSlots
+    from worker.concurrency import CorpLimits, CorpSlots
     from worker.metrics import Metrics
     from worker.ports import RateLimiter
     from worker.wecom.tokens import TokenCache
@@ -140,7 +140,7 @@ class WeComClient:
         *,
         tokens: TokenCache,
         limiter: RateLimiter,
-        concurrency: CorpConcurrency,
+        concurrency: CorpLimits,
         metrics: Metrics,
         max_in_flight: int = 64,
         policy: RetryPolicy | None = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -69,6 +69,19 @@ class TokenStore(Protocol):
         """Forget the stored token if it is still ``access_token`` (compare and delete)."""
         ...
 
+    async def refresh(
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[StoredToken]],
+        usable: Callable[[StoredToken], bool],
+    ) -> StoredToken:
+        """A usable stored token, or one ``fetch`` gets (and the store shares).
+
+        A store shared by replicas lets one of them fetch while the others wait for
+        its token, so gettoken is called once per app, not once per replica.
+        """
+        ...
+
 
 class MemoryTokenStore:
     """A :class:`TokenStore` in this process: the default, and what tests share between caches."""
@@ -89,6 +102,20 @@ class MemoryTokenStore:
         stored = self._tokens.get(key)
         if stored is not None and stored.access_token == access_token:
             del self._tokens[key]
+
+    async def refresh(
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[StoredToken]],
+        usable: Callable[[StoredToken], bool],
+    ) -> StoredToken:
+        """The stored token if usable, else a fetched one, kept for the next caller."""
+        stored = self._tokens.get(key)
+        if stored is not None and usable(stored):
+            return stored
+        token = await fetch()
+        self._tokens[key] = token
+        return token
 
 
 class _GettokenAnswer(msgspec.Struct):
@@ -171,16 +198,13 @@ class TokenCache:
             task.exception()  # retrieved: every waiter may have been cancelled
 
     async def _refresh(self, app: App) -> StoredToken:
-        key = token_key(app)
-        shared = await self._store.load(key)
-        if shared is not None and self._clock() < shared.use_until:
-            remember_secret(shared.access_token)
-            self._tokens[app] = shared
-            return shared
-        token = await self._fetch(app)
+        token = await self._store.refresh(token_key(app), lambda: self._fetch(app), self._usable)
+        remember_secret(token.access_token)  # fetched here or by another replica: mask it in logs
         self._tokens[app] = token
-        await self._store.save(key, token)
         return token
+
+    def _usable(self, token: StoredToken) -> bool:
+        return self._clock() < token.use_until
 
     async def _fetch(self, app: App) -> StoredToken:
         """One gettoken call, counted in ``wecom_token_refreshes_total``."""
