@@ -350,10 +350,27 @@ def test_no_interval_of_any_window_ever_holds_more_than_its_limit(
 # --- the limiter ------------------------------------------------------------------------------
 
 
+def warmed_up(clock: FakeClock, windows: Sequence[Window]) -> LocalRateLimiter:
+    """A limiter that has seen its corp and then stayed quiet a whole period: burst available."""
+    limiter = limiter_on(clock, windows)
+    run_now(limiter.acquire("corp", max_wait=0))
+    clock.advance(max(window.period + window.slack for window in windows))
+    return limiter
+
+
+def test_a_new_limiter_paces_from_the_first_call_instead_of_bursting() -> None:
+    """A restarted process cannot know what it sent before: its burst starts spent."""
+    clock = FakeClock()
+    window = Window(10, 1, burst=3)
+    limiter = limiter_on(clock, [window])
+    assert run_now(limiter.acquire("corp", max_wait=0)) == Slot(waited=0.0)
+    assert run_now(limiter.acquire("corp", max_wait=0)) == TooLong(wait=window.interval / MICROS)
+
+
 def test_a_free_slot_is_granted_without_suspending_or_sleeping() -> None:
     """The hot path returns a zero wait without yielding to the event loop."""
     clock = FakeClock()
-    limiter = limiter_on(clock, [Window(10, 1, burst=3)])
+    limiter = warmed_up(clock, [Window(10, 1, burst=3)])
     for _ in range(3):
         assert run_now(limiter.acquire("corp", max_wait=0)) == Slot(waited=0.0)
     assert clock.sleeps == []
@@ -363,7 +380,7 @@ def test_after_the_burst_acquire_sleeps_until_its_slot() -> None:
     """The next caller sleeps exactly until its slot and reports the wait."""
     clock = FakeClock()
     window = Window(10, 1, burst=3)
-    limiter = limiter_on(clock, [window])
+    limiter = warmed_up(clock, [window])
     for _ in range(3):
         run_now(limiter.acquire("corp", max_wait=0))
     start = clock.now
@@ -411,7 +428,6 @@ def test_corps_are_independent() -> None:
     run_now(limiter.block("blocked", until=clock.time() + 60))
     assert isinstance(run_now(limiter.acquire("busy", max_wait=0)), TooLong)
     assert isinstance(run_now(limiter.acquire("blocked", max_wait=0)), TooLong)
-    assert run_now(limiter.acquire("idle", max_wait=0)) == Slot(waited=0.0)
     assert run_now(limiter.acquire("idle", max_wait=0)) == Slot(waited=0.0)
 
 

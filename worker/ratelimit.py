@@ -145,10 +145,17 @@ class Schedule:
 
     __slots__ = ("blocked_until", "tats", "windows")
 
-    def __init__(self, windows: Sequence[Window], now: int) -> None:
-        """Start with every window idle at ``now``: a full burst is available."""
+    def __init__(self, windows: Sequence[Window], now: int, *, burst_used: bool = False) -> None:
+        """Start with every window idle at ``now``: a full burst is available.
+
+        ``burst_used``: start as if the burst had just been spent, so calls are
+        paced from the first one on (what a limiter that forgot its past must assume).
+        """
         self.windows = tuple(windows)
-        self.tats = [now] * len(self.windows)
+        if burst_used:
+            self.tats = [now + window.tolerance for window in self.windows]
+        else:
+            self.tats = [now] * len(self.windows)
         self.blocked_until = now
 
     def next_slot(self, now: int) -> int:
@@ -210,7 +217,9 @@ class LocalRateLimiter:
     def _schedule(self, corp_id: str, now: int) -> Schedule:
         schedule = self._schedules.get(corp_id)
         if schedule is None:
-            schedule = self._schedules[corp_id] = Schedule(self._windows, now)
+            # A new process cannot know what the one before it sent (a crash loop would
+            # refill the burst at every restart): the first calls are paced, not a burst.
+            schedule = self._schedules[corp_id] = Schedule(self._windows, now, burst_used=True)
         return schedule
 
     async def acquire(self, corp_id: str, max_wait: float) -> Slot | TooLong:
