@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import aiormq
@@ -111,3 +112,69 @@ async def test_unfinished_deliveries_return_when_the_channel_closes(
     await channel.close()
     assert await unacked(amqp_url, queue) == 1
     assert acks.settle(tag(messages[3]), Settle.ACK) is False
+
+
+class WireOrderChannel:
+    """A stand-in for an aiormq channel whose frames may overtake each other.
+
+    aiormq writes frames through a bounded queue that does not keep the order of concurrent
+    writers: each call here waits a random moment before its frame reaches the "wire", as a
+    writer blocked on a full queue would. ``wire`` is the order the broker sees.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.is_closed = False
+        self.wire: list[tuple[str, int, bool]] = []
+
+    async def _write(self, frame: tuple[str, int, bool]) -> None:
+        await asyncio.sleep(self.rng.random() / 2000)
+        self.wire.append(frame)
+
+    async def basic_ack(self, tag: int, *, multiple: bool = False) -> None:
+        """A basic.ack frame."""
+        await self._write(("ack", tag, multiple))
+
+    async def basic_nack(self, tag: int, *, requeue: bool = True) -> None:
+        """A basic.nack frame."""
+        await self._write(("nack", tag, requeue))
+
+
+def broker_verdict(delivered: int, wire: list[tuple[str, int, bool]]) -> tuple[set[int], set[int]]:
+    """Replay frames as RabbitMQ would: (acked, nacked); an unknown tag closes the channel (406)."""
+    unsettled = set(range(1, delivered + 1))
+    acked: set[int] = set()
+    nacked: set[int] = set()
+    for kind, tag, flag in wire:
+        if kind == "ack" and flag:
+            covered = {t for t in unsettled if t <= tag}
+            unsettled -= covered
+            acked |= covered
+            continue
+        if tag not in unsettled:
+            raise AssertionError(f"406 PRECONDITION_FAILED - unknown delivery tag {tag}")
+        unsettled.discard(tag)
+        (acked if kind == "ack" else nacked).add(tag)
+    return acked, nacked
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_a_nack_is_never_overtaken_by_a_multiple_ack_covering_it(seed: int) -> None:
+    """20 deliveries settled concurrently, some nacked: no frame order lets an ack cover a nack."""
+    rng = random.Random(seed)
+    channel = WireOrderChannel(rng)
+    acks = ChannelAcks(channel)  # type: ignore[arg-type]
+    for tag in range(1, 21):
+        acks.delivered(tag)
+    wanted = {tag: rng.random() < 0.3 for tag in range(1, 21)}  # True: nack
+
+    async def finish(tag: int) -> None:
+        await asyncio.sleep(rng.random() / 200)
+        acks.settle(tag, Settle.REQUEUE if wanted[tag] else Settle.ACK)
+
+    await asyncio.gather(*(finish(tag) for tag in wanted))
+    await asyncio.sleep(STRAGGLER_DELAY * 3)
+    await acks.close()
+    acked, nacked = broker_verdict(20, channel.wire)
+    assert nacked == {tag for tag, nack in wanted.items() if nack}
+    assert acked == {tag for tag, nack in wanted.items() if not nack}
