@@ -23,6 +23,7 @@ from simulator import SimulatorConfig, run_simulator
 from tests.e2e import Stack, accepted
 from tests.services import LOOPBACK, RabbitMQNode, free_port
 from tests.worker_process import AGENT, CORP, SECRET, WorkerProcess, command
+from worker.amqp import Topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -232,3 +233,25 @@ def test_start_up_refusals_are_one_line_and_exit_2(
     assert words in lines[0]
     assert "wrong-password" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+async def test_delay_buckets_dead_letter_at_least_once(stack: Stack) -> None:
+    """Each delay bucket is a quorum queue that moves expired commands back at least once."""
+    await stack.worker()
+    topology = Topology(
+        command_queue=f"{stack.prefix}commands",
+        result_queue=f"{stack.prefix}results",
+        dead_letter_queue=f"{stack.prefix}dead",
+        delay_queue=f"{stack.prefix}commands.delay",
+    )
+    connection = await aio_pika.connect(stack.amqp_url)
+    async with connection:
+        for ttl, name in topology.buckets():
+            channel = await connection.channel()
+            await channel.declare_queue(
+                name, durable=True, arguments=topology.bucket_arguments(ttl)
+            )
+            weaker = {**topology.bucket_arguments(ttl), "x-dead-letter-strategy": "at-most-once"}
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+                await channel.declare_queue(name, durable=True, arguments=weaker)
