@@ -74,7 +74,7 @@ async def test_only_the_finished_head_is_acked_at_once(
     await asyncio.sleep(STRAGGLER_DELAY / 4)
     assert acks.outstanding[0] == tag(messages[1])
     await asyncio.sleep(STRAGGLER_DELAY * 4)
-    assert list(acks.outstanding) == [tag(messages[1])]
+    assert [t for t in acks.outstanding if t not in acks.written] == [tag(messages[1])]
     assert acks.finished == {}
     await acks.close()
 

@@ -47,7 +47,10 @@ class ChannelAcks:
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self.channel = channel
         self.outstanding: deque[int] = deque()
+        # Settled, not yet written; insertion order is settle order, so oldest first.
         self.finished: dict[int, tuple[Settle, float]] = {}
+        # Written on their own while still in ``outstanding``: dropped when they reach its head.
+        self.written: set[int] = set()
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._flush_forever(), name="amqp-acks")
@@ -89,33 +92,60 @@ class ChannelAcks:
 
         ``everything``: stragglers too, however briefly they waited (closing).
         """
-        outstanding, finished, channel = self.outstanding, self.finished, self.channel
+        await self._flush_head()
+        if self.finished:
+            await self._flush_stragglers(everything=everything)
+
+    async def _flush_head(self) -> None:
+        """The contiguous finished run at the head: acks coalesced, each nack in its place."""
+        outstanding, finished, written, channel = (
+            self.outstanding,
+            self.finished,
+            self.written,
+            self.channel,
+        )
         last_ack = None
-        while outstanding and outstanding[0] in finished:
+        while outstanding:
             tag = outstanding[0]
-            how = finished[tag][0]
-            if how is not Settle.ACK:
+            if tag in written:
+                outstanding.popleft()
+                written.discard(tag)
+                continue
+            settled = finished.get(tag)
+            if settled is None:
+                break
+            if settled[0] is not Settle.ACK:
                 if last_ack is not None:  # the acks before it go first, and cannot cover it
                     await channel.basic_ack(last_ack, multiple=True)
                     last_ack = None
-                await channel.basic_nack(tag, requeue=how is Settle.REQUEUE)
+                await channel.basic_nack(tag, requeue=settled[0] is Settle.REQUEUE)
             else:
                 last_ack = tag
             outstanding.popleft()
             del finished[tag]
         if last_ack is not None:
             await channel.basic_ack(last_ack, multiple=True)
-        if not finished:
-            return
+
+    async def _flush_stragglers(self, *, everything: bool) -> None:
+        """Finished deliveries stuck behind an unfinished one for a while: one frame each.
+
+        ``finished`` is in settle order, so the scan stops at the first that has
+        not waited long enough; a written tag leaves ``outstanding`` when it
+        reaches the head (no O(n) removal from the middle of a long deque).
+        """
         due = float("inf") if everything else time.monotonic() - STRAGGLER_DELAY
-        for tag in [t for t, (_, at) in finished.items() if at <= due]:
-            how = finished.pop(tag)[0]
-            with contextlib.suppress(ValueError):
-                outstanding.remove(tag)
+        stragglers = []
+        for tag, (how, at) in self.finished.items():
+            if at > due:
+                break
+            stragglers.append((tag, how))
+        for tag, how in stragglers:
+            del self.finished[tag]
+            self.written.add(tag)
             if how is Settle.ACK:
-                await channel.basic_ack(tag)
+                await self.channel.basic_ack(tag)
             else:
-                await channel.basic_nack(tag, requeue=how is Settle.REQUEUE)
+                await self.channel.basic_nack(tag, requeue=how is Settle.REQUEUE)
 
     async def close(self, grace: float = 5.0) -> None:
         """Send what is settled (by the flushing task, so never twice) and stop."""
