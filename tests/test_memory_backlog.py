@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiormq
@@ -75,7 +76,7 @@ async def depth(url: str, queue: str) -> int:
 
 
 async def test_rss_stays_flat_through_a_100k_backlog_at_the_largest_prefetch(
-    stack: Stack,
+    stack: Stack, record_property: Callable[[str, object], None]
 ) -> None:
     """100,000 commands, prefetch 65,535: every result arrives and memory does not grow."""
     queues = WorkerProcess(stack.amqp_url, "", stack.tmp, stack.prefix).queues
@@ -103,9 +104,8 @@ async def test_rss_stays_flat_through_a_100k_backlog_at_the_largest_prefetch(
     assert await depth(stack.amqp_url, topology.command_queue) == 0
     third = max(len(samples) // 3, 1)
     first, last = max(samples[:third]), max(samples[-third:])
-    print(
-        f"worker RSS over {len(samples)} samples: peak {max(samples):.1f} MiB, "
-        f"first third {first:.1f}, last third {last:.1f}"
-    )
-    assert last <= first + SLACK_MIB
+    record_property("worker_rss_peak_mib", round(max(samples), 1))
+    record_property("worker_rss_first_third_mib", round(first, 1))
+    record_property("worker_rss_last_third_mib", round(last, 1))
+    assert last <= first + SLACK_MIB, f"RSS grew: first third {first:.1f} MiB, last {last:.1f}"
     assert stack.sim.state.call_count >= BACKLOG
