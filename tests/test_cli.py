@@ -11,8 +11,8 @@ import jsonschema
 import msgspec
 import pytest
 
-from contracts import message_schema
 from tests.commands import edit, encode, seed_command
+from wecom_card_contracts import message_schema
 from worker import __version__
 from worker.cli import main
 

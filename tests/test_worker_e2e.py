@@ -18,11 +18,11 @@ import aio_pika
 import msgspec
 import pytest
 
-from contracts import decode_result
 from simulator import App as SimApp
 from simulator import Fault, RunningSimulator, SimulatorConfig, run_simulator
 from tests.services import RabbitMQNode
 from tests.worker_process import AGENT, CORP, SECRET, Upstream, WorkerProcess, command
+from wecom_card_contracts import decode_result
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

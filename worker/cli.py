@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from contracts import CommandInvalid, decode_command, schema_text
+from wecom_card_contracts import CommandInvalid, decode_command, schema_text
 from worker import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from contracts import BodyFormat, Command
+    from wecom_card_contracts import BodyFormat, Command
 
 EXIT_OK = 0
 EXIT_INVALID = 1

@@ -17,10 +17,10 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-from contracts.command import Command
-from contracts.hints import foreign_field_hint, type_hint, value_hint
-from contracts.rules import mode_violation
-from contracts.violations import Violation, ViolationKind
+from wecom_card_contracts.command import Command
+from wecom_card_contracts.hints import foreign_field_hint, type_hint, value_hint
+from wecom_card_contracts.rules import mode_violation
+from wecom_card_contracts.violations import Violation, ViolationKind
 
 CARD_TYPE = "card_type"
 

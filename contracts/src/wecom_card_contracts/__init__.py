@@ -3,7 +3,7 @@
 Imports msgspec and the standard library only, so upstream services can build
 and check commands with the same Structs the worker decodes::
 
-    from contracts import decode_command, CommandInvalid
+    from wecom_card_contracts import decode_command, CommandInvalid
 
     try:
         command = decode_command(body)          # JSON bytes
@@ -11,7 +11,7 @@ and check commands with the same Structs the worker decodes::
         print(error.path, error.message)
 """
 
-from contracts.cards import (
+from wecom_card_contracts.cards import (
     ActionItem,
     ActionMenu,
     Button,
@@ -38,7 +38,7 @@ from contracts.cards import (
     VerticalContent,
     VoteInteractionCard,
 )
-from contracts.codec import (
+from wecom_card_contracts.codec import (
     BodyFormat,
     decode_command,
     decode_result,
@@ -48,11 +48,11 @@ from contracts.codec import (
     peek_command_id,
     validate_command,
 )
-from contracts.command import CODE_LIFETIME_SECONDS, Command
-from contracts.request import ButtonReplacement, UpdateTemplateCardRequest
-from contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
-from contracts.schema import message_schema, schema_text
-from contracts.violations import CommandInvalid, Violation, ViolationKind
+from wecom_card_contracts.command import CODE_LIFETIME_SECONDS, Command
+from wecom_card_contracts.request import ButtonReplacement, UpdateTemplateCardRequest
+from wecom_card_contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
+from wecom_card_contracts.schema import message_schema, schema_text
+from wecom_card_contracts.violations import CommandInvalid, Violation, ViolationKind
 
 __all__ = [
     "CODE_LIFETIME_SECONDS",

@@ -5,7 +5,7 @@ seed page (``更新模版卡片消息``) table by table. Constraints that a type
 (list lengths, number ranges, enumerations) live here as ``msgspec.Meta`` so
 the decoder enforces them and the JSON Schema shows them; rules that need
 more than one field (required-by-``type``, uniqueness, UTF-8 byte limits)
-live in :mod:`contracts.rules`.
+live in :mod:`wecom_card_contracts.rules`.
 
 ``None`` is the default of every optional field: JSON ``null`` and an absent
 field mean the same, and ``omit_defaults`` leaves both out when the request is

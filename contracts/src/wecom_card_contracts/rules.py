@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from contracts.cards import (
+from wecom_card_contracts.cards import (
     ActionMenu,
     Button,
     ButtonInteractionCard,
@@ -33,9 +33,9 @@ from contracts.cards import (
     TextNoticeCard,
     VoteInteractionCard,
 )
-from contracts.command import Command
-from contracts.request import UpdateTemplateCardRequest
-from contracts.violations import Violation, ViolationKind
+from wecom_card_contracts.command import Command
+from wecom_card_contracts.request import UpdateTemplateCardRequest
+from wecom_card_contracts.violations import Violation, ViolationKind
 
 KEY_MAX_BYTES = 1024
 OPTION_ID_MAX_BYTES = 128
