@@ -1,12 +1,12 @@
 # wecom-card-worker: one process per container; settings from the environment (README).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY contracts ./contracts
 COPY worker ./worker
 COPY simulator ./simulator
 RUN pip install --no-cache-dir --upgrade pip \
- && pip wheel --no-cache-dir --wheel-dir /wheels '.[fast]'
+ && pip wheel --no-cache-dir --wheel-dir /wheels ./contracts '.[fast]'
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 worker \

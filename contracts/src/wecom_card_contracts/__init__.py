@@ -9,6 +9,9 @@ and check commands with the same Structs the worker decodes::
         command = decode_command(body)          # JSON bytes
     except CommandInvalid as error:
         print(error.path, error.message)
+
+The package's version is the version of the contract (``docs/contract.md``):
+a new major version is a change that can break publishers.
 """
 
 from wecom_card_contracts.cards import (
@@ -53,6 +56,8 @@ from wecom_card_contracts.request import ButtonReplacement, UpdateTemplateCardRe
 from wecom_card_contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
 from wecom_card_contracts.schema import message_schema, schema_text
 from wecom_card_contracts.violations import CommandInvalid, Violation, ViolationKind
+
+__version__ = "1.0.0"
 
 __all__ = [
     "CODE_LIFETIME_SECONDS",
