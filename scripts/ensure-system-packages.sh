@@ -1,6 +1,7 @@
 #!/bin/sh
 # Make sure the Debian packages the tests run for real are installed: rabbitmq-server,
-# redis-server and prometheus (promtool and the server). Idempotent; prints one line on success.
+# redis-server, prometheus (promtool and the server) and npm (fetches the official AsyncAPI JSON
+# Schema the tests check docs/asyncapi.json against). Idempotent; prints one line on success.
 #
 # As root it installs what is missing. The tests start their own processes on loopback, so the
 # packages' system services must not run: a policy-rc.d forbids starting them during the install
@@ -8,12 +9,13 @@
 # are disabled so they do not start at the next boot either.
 set -eu
 
-PACKAGES="rabbitmq-server redis-server prometheus"
+PACKAGES="rabbitmq-server redis-server prometheus npm"
 
 missing=""
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$missing rabbitmq-server"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing="$missing prometheus"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 
 if [ -z "$missing" ]; then
     echo "system packages present: $PACKAGES"

@@ -1,4 +1,4 @@
-"""The ``wecom-card-worker`` command: ``run``, ``validate FILE``, ``schema``.
+"""The ``wecom-card-worker`` command: ``run``, ``validate FILE``, ``schema``, ``asyncapi``.
 
 Exit codes: 0 success (or a valid command), 1 an invalid command, 2 bad usage,
 an unreadable file or a bad setting.
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from wecom_card_contracts import CommandInvalid, decode_command, schema_text
+from wecom_card_contracts.asyncapi import asyncapi_text
 from worker import __version__
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with its three subcommands."""
+    """The argument parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="wecom-card-worker",
         description=(
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="print only this message's schema (default: both, as oneOf)",
     )
+    commands.add_parser(
+        "asyncapi",
+        help="print the AsyncAPI 3 document of the queues and messages",
+        description="Print the AsyncAPI 3.0 document (JSON) of the command, result and "
+        "dead-letter queues and their messages, generated from the contract's Structs.",
+    )
     return parser
 
 
@@ -75,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate(args.file, args.format)
     if args.command == "schema":
         sys.stdout.write(schema_text(args.message))
+        return EXIT_OK
+    if args.command == "asyncapi":
+        sys.stdout.write(asyncapi_text())
         return EXIT_OK
     from worker.service import run_from_environment  # noqa: PLC0415 - heavy imports only for run
 

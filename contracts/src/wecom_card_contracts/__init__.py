@@ -55,12 +55,14 @@ from wecom_card_contracts.command import CODE_LIFETIME_SECONDS, Command
 from wecom_card_contracts.request import ButtonReplacement, UpdateTemplateCardRequest
 from wecom_card_contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
 from wecom_card_contracts.schema import message_schema, schema_text
+from wecom_card_contracts.version import CONTRACT_VERSION
 from wecom_card_contracts.violations import CommandInvalid, Violation, ViolationKind
 
-__version__ = "1.0.0"
+__version__ = CONTRACT_VERSION
 
 __all__ = [
     "CODE_LIFETIME_SECONDS",
+    "CONTRACT_VERSION",
     "STATUSES",
     "ActionItem",
     "ActionMenu",
