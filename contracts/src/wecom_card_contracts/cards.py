@@ -51,7 +51,7 @@ class CardPart(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, k
 
 
 class Source(CardPart):
-    """``source``: the card's origin line. One shape for every card type (CONTRACT.md ruling)."""
+    """``source``: the card's origin line, one shape for every card type (a contract ruling)."""
 
     icon_url: str | None = None
     desc: str | None = None
@@ -207,7 +207,7 @@ class Select(CardPart):
 
 
 class SubmitButton(CardPart):
-    """``submit_button``; WeCom shows 提交 when ``text`` is left out (CONTRACT.md ruling)."""
+    """``submit_button``; WeCom shows 提交 when ``text`` is left out (docs/contract.md ruling)."""
 
     key: str
     text: str | None = None

@@ -64,7 +64,7 @@ class RuleCheck:
         self.add(ViolationKind.MISSING, path, message)
 
     def required_text(self, value: str | None, path: str, what: str) -> None:
-        """A required string must not be empty (CONTRACT.md ruling: empty means missing)."""
+        """A required string must not be empty (docs/contract.md ruling: empty means missing)."""
         if not value:
             self.missing(path, f"{what} is required and must not be empty")
 
@@ -114,7 +114,7 @@ class RuleCheck:
 
 
 def check_command(command: Command) -> list[Violation]:
-    """Every rule of the seed and CONTRACT.md that the Structs' types cannot say."""
+    """Every rule of the WeCom page and docs/contract.md that the Structs' types cannot say."""
     check = RuleCheck()
     check_request(check, command.request)
     return check.violations
