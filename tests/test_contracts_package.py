@@ -14,6 +14,8 @@ import msgspec
 import pytest
 
 import wecom_card_contracts
+from wecom_card_contracts import wire
+from worker.settings import load_settings
 
 ROOT = Path(__file__).parents[1]
 CONTRACTS_PROJECT = ROOT / "contracts"
@@ -111,3 +113,17 @@ def test_wheel_works_with_nothing_but_msgspec_and_the_standard_library(
 def test_licence_files_are_one_text() -> None:
     """The repository's LICENSE and the contracts distribution's copy are identical."""
     assert (ROOT / "LICENSE").read_bytes() == (CONTRACTS_PROJECT / "LICENSE").read_bytes()
+
+
+def test_wire_constants_are_the_worker_defaults() -> None:
+    """Queue names, queue type and size cap in wecom_card_contracts.wire are the worker's defaults."""
+    settings = load_settings(
+        {"WECOM_CORP_ID": "ww-corp", "WECOM_AGENT_ID": "1000002", "WECOM_SECRET": "s"}
+    )
+    assert (settings.command_queue, settings.result_queue, settings.dead_letter_queue) == (
+        wire.COMMAND_QUEUE,
+        wire.RESULT_QUEUE,
+        wire.DEAD_LETTER_QUEUE,
+    )
+    assert settings.queue_type == wire.QUEUE_TYPE
+    assert settings.max_message_bytes == wire.MAX_MESSAGE_BYTES
