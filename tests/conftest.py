@@ -6,6 +6,7 @@ Session fixtures:
     redis_server  ``RedisServer`` this run started: ``.url``, ``.restart()``.
     redis_url     ``redis://127.0.0.1:PORT/0`` (or ``WECOM_TEST_REDIS_URL``).
 Per-test fixtures:
+    stack            ``tests.e2e.Stack``: the simulator here, worker processes on this test's queues.
     fresh_vhost      ``Vhost(name, url)``: an empty vhost only this test uses, deleted afterwards.
     queue_prefix     a unique ``str`` to start the names of queues and exchanges a test declares.
     fresh_redis_url  URL of a Redis database emptied for this test (rotating over 1..15).
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from tests.e2e import stack
 from tests.services import RabbitMQNode, RedisServer, ServiceError, Vhost, VhostPool
 
 if TYPE_CHECKING:
@@ -161,3 +163,6 @@ def fresh_redis_url(redis_url: str, pytestconfig: pytest.Config) -> str:
     with redis.Redis.from_url(url) as client:
         client.flushdb()
     return url
+
+
+__all__ = ["stack"]  # the end-to-end fixture, defined beside its helpers in tests/e2e.py

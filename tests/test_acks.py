@@ -9,7 +9,7 @@ import aiormq
 import pytest
 from aiormq.abc import DeliveredMessage
 
-from worker.acks import STRAGGLER_DELAY, ChannelAcks
+from worker.acks import STRAGGLER_DELAY, ChannelAcks, Settle
 
 
 @pytest.fixture
@@ -68,8 +68,8 @@ async def test_only_the_finished_head_is_acked_at_once(
     acks = ChannelAcks(channel)
     for message in messages:
         acks.delivered(tag(message))
-    acks.ack(tag(messages[0]))
-    acks.ack(tag(messages[2]))
+    acks.settle(tag(messages[0]), Settle.ACK)
+    acks.settle(tag(messages[2]), Settle.ACK)
     await asyncio.sleep(STRAGGLER_DELAY / 4)
     assert acks.outstanding[0] == tag(messages[1])
     await asyncio.sleep(STRAGGLER_DELAY * 4)
@@ -87,9 +87,9 @@ async def test_nacked_delivery_is_not_covered_by_a_later_multiple_ack(
     acks = ChannelAcks(channel)
     for message in messages:
         acks.delivered(tag(message))
-    await acks.nack(tag(messages[1]), requeue=True)
-    acks.ack(tag(messages[0]))
-    acks.ack(tag(messages[2]))
+    acks.settle(tag(messages[1]), Settle.REQUEUE)
+    acks.settle(tag(messages[0]), Settle.ACK)
+    acks.settle(tag(messages[2]), Settle.ACK)
     await asyncio.sleep(STRAGGLER_DELAY * 4)
     await acks.close()
     await channel.close()
@@ -106,8 +106,8 @@ async def test_unfinished_deliveries_return_when_the_channel_closes(
     for message in messages:
         acks.delivered(tag(message))
     for message in messages[:3]:
-        acks.ack(tag(message))
+        acks.settle(tag(message), Settle.ACK)
     await acks.close()
     await channel.close()
     assert await unacked(amqp_url, queue) == 1
-    assert acks.ack(tag(messages[3])) is False
+    assert acks.settle(tag(messages[3]), Settle.ACK) is False

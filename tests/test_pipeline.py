@@ -19,7 +19,8 @@ from worker.apps import App, AppRegistry
 from worker.concurrency import CorpConcurrency
 from worker.errors import StoreUnavailable
 from worker.metrics import Metrics
-from worker.pipeline import Defer, Delivery, HeldClaims, Pipeline, Reply
+from worker.pipeline import Defer, HeldClaims, Pipeline, Reply
+from worker.ports import CodeKey, Delivery
 from worker.ratelimit import LocalRateLimiter, parse_rate_limit
 from worker.state.sqlite import SqliteStateStore
 from worker.wecom.client import WeComClient, create_session
@@ -165,9 +166,9 @@ async def test_no_slot_soon_enough_defers_and_releases_the_claim(rig: Rig) -> No
     outcomes = [await rig.pipeline.process(Delivery(body(f"d{i}", f"rc-d{i}"))) for i in range(4)]
     deferred = [o for o in outcomes if isinstance(o, Defer)]
     assert deferred
-    assert all(0 < d.delay < 5 for d in deferred)
+    assert all(0 < d.due_at - time.time() < 5 for d in deferred)
     assert rig.claims.snapshot() == []
-    await asyncio.sleep(max(d.delay for d in deferred) + 0.1)
+    await asyncio.sleep(max(d.due_at for d in deferred) - time.time() + 0.1)
     index = next(i for i, o in enumerate(outcomes) if isinstance(o, Defer))
     retried = await reply(rig, Delivery(body(f"d{index}", f"rc-d{index}")))
     assert retried.result.status == "ok"
@@ -210,3 +211,91 @@ async def test_interrupted_call_gives_the_code_back_as_possibly_spent(rig: Rig) 
     assert time.monotonic() - started < 2  # the lease is 5 s: it was released, not waited out
     assert again.result.status == "indeterminate"
     assert rig.sim.state.code_stats("rc-int").accepted == 1
+
+
+class FlakyComplete:
+    """The real SQLite store, except that recording outcomes fails or stalls as told."""
+
+    def __init__(self, store: SqliteStateStore, *, failures: int = 0, stall: float = 0.0) -> None:
+        self.store = store
+        self.failures = failures
+        self.stall = stall
+        self.completes = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def complete(self, key: CodeKey, command_id: str, result: bytes, *, spent: bool) -> None:
+        """Fail the first ``failures`` calls; wait ``stall`` s before each write."""
+        self.completes += 1
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("database is locked (injected)")
+        await asyncio.sleep(self.stall)
+        await self.store.complete(key, command_id, result, spent=spent)
+
+
+async def test_an_answer_that_fails_to_record_once_is_recorded_not_resent(rig: Rig) -> None:
+    """Recording ok fails once: it is retried, the result is ok, a redelivery replays it."""
+    flaky = FlakyComplete(rig.store, failures=1)
+    rig.pipeline.store = flaky  # type: ignore[assignment]
+    out = await reply(rig, Delivery(body("rec1", "rc-rec1")))
+    assert out.result.status == "ok"
+    assert flaky.completes == 2
+    again = await reply(rig, Delivery(body("rec1", "rc-rec1")))
+    assert (again.result.status, again.result.replayed) == ("ok", True)
+    assert rig.sim.state.code_stats("rc-rec1").calls == 1
+
+
+async def test_a_cancellation_while_recording_does_not_drop_the_answer(rig: Rig) -> None:
+    """Cancelled (shutdown) while the ok is being written: it is still recorded, never re-sent."""
+    flaky = FlakyComplete(rig.store, stall=0.3)
+    rig.pipeline.store = flaky  # type: ignore[assignment]
+    task = asyncio.create_task(rig.pipeline.process(Delivery(body("rec2", "rc-rec2"))))
+    while flaky.completes == 0:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await rig.pipeline.wait_recorded(5.0) == 0
+    rig.pipeline.store = rig.store
+    again = await reply(rig, Delivery(body("rec2", "rc-rec2")))
+    assert (again.result.status, again.result.replayed) == ("ok", True)
+    assert rig.sim.state.code_stats("rc-rec2").calls == 1
+
+
+async def test_a_redelivery_waits_for_its_first_delivery_in_the_same_process(rig: Rig) -> None:
+    """A claim held here is never taken over, whatever its lease says: one call, then a replay."""
+    rig.sim.state.add_faults(Fault(kind="slow_answer", delay_ms=300, response_code="rc-self"))
+    first = asyncio.create_task(reply(rig, Delivery(body("self", "rc-self"))))
+    while rig.sim.state.in_flight == 0:
+        await asyncio.sleep(0.01)
+    key = CodeKey(CORP, "rc-self")
+    rig.pipeline.clock = lambda: time.time() + 3600  # the lease looks long expired
+    second = await reply(rig, Delivery(body("self", "rc-self")))
+    assert rig.claims.holder(key) is None
+    assert (await first).result.status == "ok"
+    assert (second.result.status, second.result.replayed) == ("ok", True)
+    assert rig.sim.state.code_stats("rc-self").calls == 1
+
+
+async def test_a_deferred_command_back_early_is_parked_again_without_a_claim(rig: Rig) -> None:
+    """Due in 2 s: deferred again at once, the code untouched; due now: sent."""
+    due = time.time() + 2
+    headers = {"x-wecom-due-at-ms": int(due * 1000), "x-wecom-first-seen-ms": int(due * 1000)}
+    early = await rig.pipeline.process(Delivery(body("early", "rc-early"), headers=headers))
+    assert isinstance(early, Defer)
+    assert early.due_at == pytest.approx(due, abs=0.001)
+    assert rig.sim.state.code_stats("rc-early").calls == 0
+    assert rig.claims.snapshot() == []
+
+
+async def test_a_command_deferred_for_72_hours_without_code_issued_at_expires(rig: Rig) -> None:
+    """No code_issued_at, first seen 73 h ago: expired, not deferred forever."""
+    first_seen = int((time.time() - 73 * 3600) * 1000)
+    headers = {"x-wecom-first-seen-ms": first_seen, "x-wecom-due-at-ms": first_seen}
+    out = await reply(rig, Delivery(body("old-defer", "rc-od"), headers=headers))
+    assert out.result.status == "expired"
+    assert out.result.error is not None
+    assert "first received" in out.result.error.message
+    assert rig.sim.state.code_stats("rc-od").calls == 0

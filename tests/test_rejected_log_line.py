@@ -24,10 +24,6 @@ async def stack(amqp_url: str, tmp_path: Path, queue_prefix: str) -> AsyncIterat
         yield stack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/consumer.py finished() must log command_id=result.command_id (issue 9, item 7)",
-)
 async def test_command_finished_of_a_rejected_command_carries_its_command_id(
     stack: PublisherStack,
 ) -> None:

@@ -60,6 +60,13 @@ CASES = [
     Case("R-CMD-REQUEST", "request is a list", "button", (("request", []),), "request"),
     Case("R-CMD-ISSUED", "string time", "button", (("code_issued_at", "now"),), "code_issued_at"),
     Case("R-CMD-ISSUED", "integer time is fine", "button", (("code_issued_at", 1764000000),)),
+    Case(
+        "R-CMD-ISSUED-TIME",
+        "negative time",
+        "button",
+        (("code_issued_at", -1.0),),
+        "code_issued_at",
+    ),
     # Unknown fields and where they belong.
     Case(
         "R-UNKNOWN",

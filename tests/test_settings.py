@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.apps import App, AppRegistry, UnknownApp
-from worker.errors import SettingsError
-from worker.logs import redact_text
-from worker.settings import load_settings, redact_url
+from worker.apps import App, AppRegistry
+from worker.errors import SettingsError, UnknownApp
+from worker.redact import redact_text, redact_url
+from worker.settings import load_settings
 
 BASE = {"WECOM_CORP_ID": "ww1", "WECOM_AGENT_ID": "1000002", "WECOM_SECRET": "s3cret"}
 

@@ -14,13 +14,12 @@ from simulator import App as SimApp
 from simulator import Fault, FaultKind, RunningSimulator, SimulatorConfig, run_simulator
 from tests.services import LOOPBACK, free_port
 from worker.apps import App
+from worker.errors import TokenRejected, TokenUnavailable
 from worker.metrics import Metrics
+from worker.redact import describe_error
 from worker.wecom.tokens import (
     MemoryTokenStore,
     TokenCache,
-    TokenRejected,
-    TokenUnavailable,
-    describe_error,
     use_until,
 )
 

@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,60 +17,13 @@ import msgspec
 import pytest
 
 from simulator import App as SimApp
-from simulator import Fault, RunningSimulator, SimulatorConfig, run_simulator
+from simulator import Fault, SimulatorConfig, run_simulator
+from tests.e2e import Stack, accepted, wait_for, wait_for_log, wait_for_queue
 from tests.services import RabbitMQNode
-from tests.worker_process import AGENT, CORP, SECRET, Upstream, WorkerProcess, command
+from tests.worker_process import AGENT, CORP, SECRET, WorkerProcess, command
 from wecom_card_contracts import decode_result
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@dataclass
-class Stack:
-    """A simulator, the broker, and a way to start workers on this test's queues."""
-
-    sim: RunningSimulator
-    amqp_url: str
-    tmp: Path
-    prefix: str
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    async def worker(self, **env: str) -> WorkerProcess:
-        """Start a worker (in a thread, so the in-process simulator keeps serving)."""
-        worker = WorkerProcess(
-            amqp_url=self.amqp_url,
-            api_base=self.sim.url,
-            state_dir=self.tmp / "state",
-            queue_prefix=self.prefix,
-            extra_env=env,
-        )
-        self.workers.append(worker)
-        await asyncio.to_thread(worker.start)
-        return worker
-
-    def upstream(self) -> Upstream:
-        """An upstream service's connection."""
-        return Upstream(
-            self.amqp_url, WorkerProcess(self.amqp_url, "", self.tmp, self.prefix).queues
-        )
-
-
-@pytest.fixture
-async def stack(amqp_url: str, tmp_path: Path, queue_prefix: str) -> AsyncIterator[Stack]:
-    """The simulator in this process, on port 0, with the e2e app; workers stopped afterwards."""
-    config = SimulatorConfig(apps=(SimApp(CORP, AGENT, SECRET),))
-    async with run_simulator(config) as sim:
-        stack = Stack(sim=sim, amqp_url=amqp_url, tmp=tmp_path, prefix=queue_prefix)
-        try:
-            yield stack
-        finally:
-            for worker in stack.workers:
-                worker.close()
-
-
-def accepted(sim: RunningSimulator, code: str) -> int:
-    """How often the simulator accepted (spent) a code."""
-    return sim.state.code_stats(code).accepted
 
 
 async def test_every_status_and_error_code_is_produced(stack: Stack) -> None:
@@ -285,15 +236,6 @@ async def test_sigterm_finishes_calls_in_flight_and_exits_zero(stack: Stack) -> 
     assert "stopped" in worker.logs()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll until ``condition()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
-
-
 async def test_sigkill_mid_call_then_restart_never_sends_a_code_twice_without_saying_so(
     stack: Stack,
 ) -> None:
@@ -358,29 +300,6 @@ async def test_consumer_cancelled_by_the_broker_is_restored(stack: Stack) -> Non
         await up.publish(command("after-cancel", "rc-ac"))
         results = await up.results(1)
     assert results["after-cancel"].status == "ok"
-
-
-async def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 15.0) -> str:
-    """The worker's log once it contains ``text``."""
-    await wait_for(lambda: text in worker.logs(), timeout)
-    return worker.logs()
-
-
-async def wait_for_queue(url: str, name: str, timeout: float = 20.0) -> None:
-    """Wait until a queue exists again (passive declare succeeds)."""
-    deadline = time.monotonic() + timeout
-    connection = await aio_pika.connect(url)
-    async with connection:
-        while True:
-            channel = await connection.channel()
-            try:
-                await channel.declare_queue(name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-            else:
-                return
 
 
 async def test_rate_limited_commands_go_through_the_delay_queue(stack: Stack) -> None:

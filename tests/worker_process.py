@@ -19,6 +19,7 @@ import msgspec
 
 from tests.services import free_port
 from wecom_card_contracts import Result, decode_result
+from worker.amqp import Topology
 
 SECRET = "e2e-secret-do-not-log-0123456789"
 CORP = "ww-e2e-corp"
@@ -168,10 +169,20 @@ class Upstream:
     async def __aenter__(self) -> Self:
         self.connection = await aio_pika.connect_robust(self.url)
         self.channel = await self.connection.channel(publisher_confirms=True)
-        for name in ("WECOM_COMMAND_QUEUE", "WECOM_RESULT_QUEUE", "WECOM_DEAD_LETTER_QUEUE"):
-            await self.channel.declare_queue(
-                self.queues[name], durable=True, arguments={"x-queue-type": "quorum"}
-            )
+        topology = Topology(
+            command_queue=self.queues["WECOM_COMMAND_QUEUE"],
+            result_queue=self.queues["WECOM_RESULT_QUEUE"],
+            dead_letter_queue=self.queues["WECOM_DEAD_LETTER_QUEUE"],
+            delay_queue=f"{self.queues['WECOM_COMMAND_QUEUE']}.delay",
+        )
+        # As the worker declares them (a queue's arguments must match wherever it is declared).
+        declared = [
+            (topology.command_queue, topology.command_arguments()),
+            (topology.result_queue, topology.durable_arguments()),
+            (topology.dead_letter_queue, topology.durable_arguments()),
+        ]
+        for name, arguments in declared:
+            await self.channel.declare_queue(name, durable=True, arguments=arguments)
         return self
 
     async def __aexit__(self, *_: object) -> None:

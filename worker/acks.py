@@ -1,21 +1,24 @@
-"""Acks of one consumer channel, coalesced into ``multiple=True`` frames where that is safe.
+"""Acks and nacks of one consumer channel, written by one task in the order that keeps them safe.
 
 A ``basic.ack`` with ``multiple=True`` acknowledges every outstanding delivery
-up to its tag. It is sent only for the contiguous run of finished deliveries
-at the head of the channel's outstanding tags, so it never acknowledges a
-command that is still in flight. A finished delivery stuck behind a slow one
-(a command retrying for seconds) is acked on its own after a short delay, so a
-slow command never holds the prefetch window shut. A nack is written at once
-and leaves the outstanding list first, so no later multiple ack covers it.
+up to its tag. It is sent only for the contiguous run of acked deliveries at
+the head of the channel's outstanding tags, so it never covers a command that
+is still in flight or one that is to be nacked. A finished delivery stuck
+behind a slow one (a command retrying for seconds) is settled on its own after
+a short delay, so a slow command never holds the prefetch window shut.
 
-Frames leave through the channel's write queue in the order they are made,
-which is what keeps the nack-before-covering-ack order.
+Every frame (ack or nack) is written by the one flushing task, awaiting each
+write before the next. aiormq's write queue does not keep the order of
+concurrent writers, so a nack written by the caller's task could otherwise be
+overtaken by a multiple ack covering its tag: the broker would ack that
+delivery and then close the channel over the nack's unknown tag (406).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections import deque
 
@@ -27,36 +30,43 @@ log = structlog.get_logger("worker.acks")
 STRAGGLER_DELAY = 0.02  # seconds a finished delivery may wait behind an unfinished one
 
 
+class Settle(enum.Enum):
+    """What to tell the broker about one delivery."""
+
+    ACK = "ack"
+    REQUEUE = "requeue"  # nack, back to the queue
+    REJECT = "reject"  # nack without requeue: the queue's dead-letter exchange takes it
+
+
+CHANNEL_GONE = (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError)
+
+
 class ChannelAcks:
-    """Outstanding deliveries of one aiormq channel and the task that acks them."""
+    """Outstanding deliveries of one aiormq channel and the task that settles them."""
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self.channel = channel
         self.outstanding: deque[int] = deque()
-        self.finished: dict[int, float] = {}
+        self.finished: dict[int, tuple[Settle, float]] = {}
         self._wake = asyncio.Event()
+        self._closing = False
         self._task = asyncio.create_task(self._flush_forever(), name="amqp-acks")
+
+    @property
+    def open(self) -> bool:
+        """False once the channel closed (its deliveries come back to the queue)."""
+        return not self.channel.is_closed
 
     def delivered(self, tag: int) -> None:
         """A delivery arrived (tags arrive in ascending order on a channel)."""
         self.outstanding.append(tag)
 
-    def ack(self, tag: int) -> bool:
-        """The delivery's result is confirmed: ack it soon. False if the channel is gone."""
+    def settle(self, tag: int, how: Settle) -> bool:
+        """Ack or nack the delivery soon, in a safe order. False if the channel is gone."""
         if self.channel.is_closed:
             return False
-        self.finished[tag] = time.monotonic()
+        self.finished[tag] = (how, time.monotonic())
         self._wake.set()
-        return True
-
-    async def nack(self, tag: int, *, requeue: bool) -> bool:
-        """Give a delivery back now. False if the channel is gone."""
-        if self.channel.is_closed:
-            return False
-        with contextlib.suppress(ValueError):
-            self.outstanding.remove(tag)
-        self.finished.pop(tag, None)
-        await self.channel.basic_nack(tag, requeue=requeue)
         return True
 
     async def _flush_forever(self) -> None:
@@ -66,39 +76,54 @@ class ChannelAcks:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             try:
-                await self.flush()
-            except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as error:
+                await self.flush(everything=self._closing)
+            except CHANNEL_GONE as error:
                 # The channel died: the broker redelivers whatever was not acked.
                 log.info("acks dropped: the channel closed", error=type(error).__name__)
                 return
+            if self._closing:
+                return
 
-    async def flush(self) -> None:
-        """Ack the finished head of the outstanding tags at once, and stragglers that waited."""
-        outstanding, finished = self.outstanding, self.finished
-        last = None
+    async def flush(self, *, everything: bool = False) -> None:
+        """Settle the finished head of the outstanding tags, and stragglers that waited.
+
+        ``everything``: stragglers too, however briefly they waited (closing).
+        """
+        outstanding, finished, channel = self.outstanding, self.finished, self.channel
+        last_ack = None
         while outstanding and outstanding[0] in finished:
-            last = outstanding.popleft()
-            del finished[last]
-        if last is not None:
-            await self.channel.basic_ack(last, multiple=True)
+            tag = outstanding[0]
+            how = finished[tag][0]
+            if how is not Settle.ACK:
+                if last_ack is not None:  # the acks before it go first, and cannot cover it
+                    await channel.basic_ack(last_ack, multiple=True)
+                    last_ack = None
+                await channel.basic_nack(tag, requeue=how is Settle.REQUEUE)
+            else:
+                last_ack = tag
+            outstanding.popleft()
+            del finished[tag]
+        if last_ack is not None:
+            await channel.basic_ack(last_ack, multiple=True)
         if not finished:
             return
-        due = time.monotonic() - STRAGGLER_DELAY
-        for tag in [t for t, at in finished.items() if at <= due]:
-            del finished[tag]
+        due = float("inf") if everything else time.monotonic() - STRAGGLER_DELAY
+        for tag in [t for t, (_, at) in finished.items() if at <= due]:
+            how = finished.pop(tag)[0]
             with contextlib.suppress(ValueError):
                 outstanding.remove(tag)
-            await self.channel.basic_ack(tag)
+            if how is Settle.ACK:
+                await channel.basic_ack(tag)
+            else:
+                await channel.basic_nack(tag, requeue=how is Settle.REQUEUE)
 
-    async def close(self) -> None:
-        """Send what is finished and stop."""
-        if not self.channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
-                await self.flush()
-                # Whatever still waits behind an unfinished delivery goes one by one.
-                for tag in list(self.finished):
-                    await self.channel.basic_ack(tag)
-                self.finished.clear()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    async def close(self, grace: float = 5.0) -> None:
+        """Send what is settled (by the flushing task, so never twice) and stop."""
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

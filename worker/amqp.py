@@ -1,26 +1,50 @@
-"""RabbitMQ: topology, the consumer, confirmed publishes and acks.
+"""RabbitMQ: topology, the consumer, confirmed publishes, acks and the delay buckets.
 
 aio-pika owns the connection: a robust connection reconnects with backoff
 after the broker restarts and restores the channel, its QoS and the declared
 command queue. The hot path (deliveries, result publishes, acks) talks to
 aio-pika's underlying aiormq channel directly: that skips two message objects
 and a task per command, which is most of the client-side cost of AMQP.
+Nothing of aiormq leaves this module: the consumer gets a
+:class:`~worker.ports.Delivery` whose ``handle`` only this module reads.
 
 The known traps are handled here so the rest of the worker never sees them:
 an ack on a channel that died is dropped (the broker redelivers), a publish is
-bounded by a timeout and retried on the restored channel, and a consumer that
-is gone (after a reconnect, or a broker-sent ``basic.cancel`` because its
-queue was deleted) is noticed within a second and consumed again.
+bounded by a timeout and a number of tries, and a consumer that is gone (after
+a reconnect, or a broker-sent ``basic.cancel`` because its queue was deleted)
+is noticed within a second and consumed again.
+
+Results (:meth:`Broker.send_result`):
+
+* a direct reply-to name (``amq.rabbitmq.reply-to.*``) is published to once,
+  without ``mandatory``: RabbitMQ 3.x delivers such a publish *and* returns it
+  as unroutable, so a fallback would deliver the result twice;
+* any other ``reply_to`` is published ``mandatory``; a return (no such queue)
+  or a queue that keeps refusing (nack: full, with ``reject-publish``) sends
+  the result to the result queue with ``x-unroutable-reply-to`` and
+  ``x-unroutable-reason``;
+* the result queue is declared again if it was deleted.
+
+Deferred commands wait in delay buckets: quorum queues with one fixed TTL each
+(a quarter second times powers of four). Per-message TTLs expire only at the
+head of a queue, so a short deferral would wait behind a long one; with one TTL
+per queue the head is always the first to expire. A command is put in the
+longest bucket not past its due time, comes back early, and is parked again
+for the rest (see :mod:`worker.pipeline`): it is taken up at most a quarter
+second late. Buckets dead-letter back to the command queue ``at-least-once``
+(the broker re-publishes with confirms and keeps the message until the command
+queue has it), which needs ``overflow=reject-publish``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import Callable, Coroutine, Mapping
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import aio_pika
 import aiormq
@@ -29,18 +53,23 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
-from worker.acks import ChannelAcks
-from worker.errors import BrokerError
+from worker.acks import ChannelAcks, Settle
+from worker.errors import BrokerError, PublishRefused, Unroutable
+from worker.ports import Delivery, OutgoingResult, ResultRoute
+from worker.redact import redact_url
 
 log = structlog.get_logger("worker.amqp")
 
-MAX_CORRELATION_ID_BYTES = 255
-PERSISTENT = 2
-WATCH_INTERVAL = 1.0
+MAX_CORRELATION_ID_BYTES: Final = 255
+PERSISTENT: Final = 2
+WATCH_INTERVAL: Final = 1.0
+DIRECT_REPLY_TO: Final = "amq.rabbitmq.reply-to"
+DELAY_BUCKETS: Final = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)  # seconds
+REDECLARE_RESULT_QUEUE_TRIES: Final = 2
 
-# Errors after which a publish is tried again on the (restored) channel.
-RETRYABLE_PUBLISH = (
-    aiormq.exceptions.DeliveryError,  # a nack, e.g. a quorum queue without quorum
+# A publish is tried again after these (on the restored channel, for the channel errors).
+RETRYABLE_PUBLISH: Final = (
+    aiormq.exceptions.DeliveryError,  # a nack: a full queue with reject-publish, no quorum...
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelClosed,
@@ -48,13 +77,20 @@ RETRYABLE_PUBLISH = (
     RuntimeError,
     ConnectionError,
 )
-STALE_CHANNEL = (
+STALE_CHANNEL: Final = (
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelClosed,
     RuntimeError,
     ConnectionError,
 )
+
+
+def bucket_name(prefix: str, seconds: float) -> str:
+    """``<prefix>.250ms``, ``<prefix>.4s``: the queue of one delay bucket."""
+    if seconds < 1:
+        return f"{prefix}.{round(seconds * 1000)}ms"
+    return f"{prefix}.{round(seconds)}s"
 
 
 @dataclass(frozen=True)
@@ -64,31 +100,64 @@ class Topology:
     command_queue: str
     result_queue: str
     dead_letter_queue: str
-    delay_queue: str
+    delay_queue: str  # the prefix of the delay buckets' names
     queue_type: str = "quorum"
 
     def durable_arguments(self) -> dict[str, Any]:
-        """Arguments of the three contract queues."""
+        """Arguments of the result and dead-letter queues."""
         return {"x-queue-type": self.queue_type}
 
-    def delay_arguments(self) -> dict[str, Any]:
-        """The delay queue: messages expire (per-message TTL) back into the command queue."""
+    def command_arguments(self) -> dict[str, Any]:
+        """The command queue: whatever a policy makes it drop goes to the dead-letter queue."""
         return {
-            "x-queue-type": "classic",
+            "x-queue-type": self.queue_type,
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.command_queue,
+            "x-dead-letter-routing-key": self.dead_letter_queue,
         }
 
+    def buckets(self) -> list[tuple[float, str]]:
+        """(TTL in seconds, queue name) of every delay bucket, shortest first."""
+        return [(ttl, bucket_name(self.delay_queue, ttl)) for ttl in DELAY_BUCKETS]
 
-class Returned(Exception):
-    """The broker returned a mandatory publish: no queue has that name."""
+    def bucket_arguments(self, ttl: float) -> dict[str, Any]:
+        """A delay bucket: expires into the command queue, at least once."""
+        return {
+            "x-queue-type": "quorum",
+            "x-message-ttl": round(ttl * 1000),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.command_queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def bucket_for(self, delay: float) -> str:
+        """The longest bucket not longer than ``delay`` (the shortest for a shorter delay)."""
+        chosen = bucket_name(self.delay_queue, DELAY_BUCKETS[0])
+        for ttl, name in self.buckets():
+            if ttl <= delay:
+                chosen = name
+        return chosen
 
 
-MessageHandler = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
+class _Inbound:
+    """The transport's handle of one delivery: its channel's acks, tag and original properties."""
+
+    __slots__ = ("acks", "properties", "tag")
+
+    def __init__(self, acks: ChannelAcks, tag: int, properties: spec.Basic.Properties) -> None:
+        self.acks = acks
+        self.tag = tag
+        self.properties = properties
+
+
+DeliveryHandler = Callable[[Delivery], None]
 
 
 class Broker:
-    """One robust connection with one channel (publisher confirms on) for everything."""
+    """One robust connection with one channel (publisher confirms on) for everything.
+
+    Implements :class:`worker.ports.CommandTransport`.
+    """
 
     def __init__(
         self,
@@ -98,25 +167,34 @@ class Broker:
         prefetch: int,
         publish_timeout: float,
         connection_name: str,
+        publish_tries: int = 3,
     ) -> None:
         self.url = url
         self.topology = topology
         self.prefetch = prefetch
         self.publish_timeout = publish_timeout
+        self.publish_tries = publish_tries
         self.connection_name = connection_name
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractRobustChannel | None = None
         self.consumer_tag: str | None = None
         self._consumer_channel: aiormq.abc.AbstractChannel | None = None
         self._acks: dict[aiormq.abc.AbstractChannel, ChannelAcks] = {}
-        self._handler: MessageHandler | None = None
+        self._handler: DeliveryHandler | None = None
         self._consuming = False
+        self._paused = False
         self._wake = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
-        self._message_ids = itertools.count(1)
+
+    # --- connection and topology ---------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect (retrying with backoff until the broker answers) and declare the topology."""
+        """Connect and declare the topology.
+
+        The broker not answering is retried with backoff until it does (it may
+        be starting). A refusal that retrying cannot fix (wrong credentials, a
+        missing vhost) raises :class:`BrokerError` naming ``WECOM_AMQP_URL``.
+        """
         delay = 0.5
         while True:
             try:
@@ -127,6 +205,19 @@ class Broker:
                     fail_fast="true",
                 )
                 break
+            except (
+                aiormq.exceptions.ProbableAuthenticationError,
+                aiormq.exceptions.AuthenticationError,
+            ) as error:
+                raise BrokerError(
+                    f"the broker at {redact_url(self.url)} refused the credentials "
+                    f"(ACCESS_REFUSED: {error}); check the user and password"
+                ) from None
+            except aiormq.exceptions.ConnectionNotAllowed as error:
+                raise BrokerError(
+                    f"the broker at {redact_url(self.url)} refused the connection ({error}); "
+                    "check that the vhost exists and the user may use it"
+                ) from None
             except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as error:
                 log.warning(
                     "broker unreachable, retrying",
@@ -143,40 +234,61 @@ class Broker:
         log.info("broker connected", prefetch=self.prefetch)
 
     async def declare(self) -> None:
-        """Declare the three queues and the delay queue; idempotent.
+        """Declare the three queues and the delay buckets; idempotent.
 
         A queue that exists with other arguments (e.g. classic instead of quorum)
         makes the broker close the channel; that becomes a :class:`BrokerError`
         naming the queue and the setting to change. Each declaration uses a
         channel of its own so such a refusal never closes the working channel.
+        The command queue is the exception: one declared before it had a
+        dead-letter exchange is used as it is, with a warning.
         """
-        assert self.connection is not None
         t = self.topology
         wanted = [
-            (t.command_queue, t.durable_arguments()),
             (t.result_queue, t.durable_arguments()),
             (t.dead_letter_queue, t.durable_arguments()),
-            (t.delay_queue, t.delay_arguments()),
+            *((name, t.bucket_arguments(ttl)) for ttl, name in t.buckets()),
         ]
+        command_arguments = t.command_arguments()
+        if not await self._declare_one(t.command_queue, command_arguments, strict=False):
+            log.warning(
+                "the command queue exists without a dead-letter exchange; messages a policy "
+                "drops (delivery-limit, length limit) would be lost: give it a policy with "
+                "dead-letter-routing-key set to the dead-letter queue, or re-create it",
+                queue=t.command_queue,
+                dead_letter_queue=t.dead_letter_queue,
+            )
+            command_arguments = t.durable_arguments()
         for name, arguments in wanted:
-            channel = await self.connection.channel()
-            try:
-                await channel.declare_queue(name, durable=True, arguments=arguments)
-            except aiormq.exceptions.ChannelPreconditionFailed as error:
-                raise BrokerError(
-                    f"queue {name!r} exists with other arguments than {arguments} ({error}); "
-                    "set WECOM_QUEUE_TYPE to match it, or delete the queue"
-                ) from None
-            finally:
-                with contextlib.suppress(Exception):
-                    await channel.close()
-        assert self.channel is not None
+            await self._declare_one(name, arguments, strict=True)
+        if self.channel is None:
+            raise BrokerError("no channel: connect() first")
         # Declared on the robust channel too, so a reconnect re-declares it.
-        await self.channel.declare_queue(
-            t.command_queue, durable=True, arguments=t.durable_arguments()
-        )
+        await self.channel.declare_queue(t.command_queue, durable=True, arguments=command_arguments)
 
-    async def consume(self, handler: MessageHandler) -> None:
+    async def _declare_one(self, name: str, arguments: dict[str, Any], *, strict: bool) -> bool:
+        """Declare one queue on a channel of its own; False if it exists with other arguments."""
+        if self.connection is None:
+            raise BrokerError("no connection: connect() first")
+        channel = await self.connection.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as error:
+            if not strict:
+                return False
+            raise BrokerError(
+                f"queue {name!r} exists with other arguments than {arguments} ({error}); "
+                "set WECOM_QUEUE_TYPE to match it, or delete the queue",
+                setting="WECOM_QUEUE_TYPE",
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return True
+
+    # --- consuming -----------------------------------------------------------------------------
+
+    async def consume(self, handler: DeliveryHandler) -> None:
         """Start consuming commands and keep consuming (see :meth:`_watch`)."""
         self._handler = handler
         self._consuming = True
@@ -184,8 +296,8 @@ class Broker:
         self._watchdog = asyncio.create_task(self._watch(), name="amqp-consumer-watchdog")
 
     async def _start_consumer(self) -> None:
-        assert self.channel is not None
-        assert self._handler is not None
+        if self.channel is None or self._handler is None:
+            raise BrokerError("consume() before connect()")
         channel = await self.channel.get_underlay_channel()
         for stale in [c for c in self._acks if c is not channel]:
             await self._acks.pop(stale).close()
@@ -199,40 +311,71 @@ class Broker:
         log.info("consuming", queue=self.topology.command_queue, consumer_tag=self.consumer_tag)
 
     async def _on_delivery(self, message: DeliveredMessage) -> None:
+        tag = message.delivery_tag
         acks = self._acks.get(message.channel)
-        tag = getattr(message.delivery, "delivery_tag", None)
-        if acks is not None and tag is not None:
-            acks.delivered(tag)
-        assert self._handler is not None
-        await self._handler(message)
+        if acks is None or tag is None or self._handler is None:  # pragma: no cover - aiormq
+            return
+        acks.delivered(tag)
+        properties = message.header.properties
+        self._handler(
+            Delivery(
+                body=message.body,
+                content_type=properties.content_type,
+                content_encoding=properties.content_encoding,
+                reply_to=properties.reply_to,
+                correlation_id=properties.correlation_id,
+                headers=properties.headers or {},
+                received_at=time.time(),
+                handle=_Inbound(acks, tag, properties),
+            )
+        )
 
-    async def ack(self, message: DeliveredMessage) -> bool:
+    def ack(self, delivery: Delivery) -> bool:
         """Ack a delivery (coalesced with its neighbours); False if its channel is gone.
 
         ``False`` means the broker will redeliver it, which replays the stored
         outcome, so nothing is lost.
         """
-        acks = self._acks.get(message.channel)
-        tag = getattr(message.delivery, "delivery_tag", None)
-        if acks is None or tag is None or not acks.ack(tag):
+        inbound = cast("_Inbound", delivery.handle)
+        if not inbound.acks.settle(inbound.tag, Settle.ACK):
             log.info("ack dropped: the channel closed; the broker will redeliver")
             return False
         return True
 
-    async def nack(self, message: DeliveredMessage, *, requeue: bool = True) -> bool:
-        """Give a delivery back to the queue now; False if its channel is gone."""
-        acks = self._acks.get(message.channel)
-        tag = getattr(message.delivery, "delivery_tag", None)
-        try:
-            if acks is None or tag is None or not await acks.nack(tag, requeue=requeue):
-                raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
-        except STALE_CHANNEL as error:
-            log.info(
-                "nack dropped: the channel closed; the broker will redeliver",
-                error=type(error).__name__,
-            )
+    async def requeue(self, delivery: Delivery) -> bool:
+        """Give a delivery back to the queue; False if its channel is gone."""
+        return self._nack(delivery, Settle.REQUEUE)
+
+    async def reject(self, delivery: Delivery) -> bool:
+        """Nack without requeue: the command queue's dead-letter exchange takes it to the DLQ."""
+        return self._nack(delivery, Settle.REJECT)
+
+    def _nack(self, delivery: Delivery, how: Settle) -> bool:
+        inbound = cast("_Inbound", delivery.handle)
+        if not inbound.acks.settle(inbound.tag, how):
+            log.info("nack dropped: the channel closed; the broker will redeliver")
             return False
         return True
+
+    def channel_open(self, delivery: Delivery) -> bool:
+        """Whether the delivery's channel is still open (else the broker has it back)."""
+        return cast("_Inbound", delivery.handle).acks.open
+
+    async def pause(self) -> None:
+        """Stop taking deliveries (those in hand can still be settled) until :meth:`resume`."""
+        if self._paused:
+            return
+        self._paused = True
+        log.warning("consuming paused")
+        await self._cancel_consumer()
+
+    async def resume(self) -> None:
+        """Take deliveries again."""
+        if not self._paused:
+            return
+        self._paused = False
+        log.info("consuming resumed")
+        self._wake.set()
 
     @property
     def consumer_attached(self) -> bool:
@@ -256,7 +399,7 @@ class Broker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), WATCH_INTERVAL)
             self._wake.clear()
-            if not self._consuming or self.consumer_attached or not self.connected:
+            if not self._consuming or self._paused or self.consumer_attached or not self.connected:
                 continue
             log.warning("consumer not attached; declaring the queue and consuming again")
             try:
@@ -280,6 +423,9 @@ class Broker:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watchdog
+        await self._cancel_consumer()
+
+    async def _cancel_consumer(self) -> None:
         channel = self._consumer_channel
         if channel is not None and not channel.is_closed and self.consumer_tag is not None:
             with contextlib.suppress(Exception):
@@ -287,54 +433,146 @@ class Broker:
         self.consumer_tag = None
         self._consumer_channel = None
 
+    # --- publishing ----------------------------------------------------------------------------
+
+    async def send_result(self, delivery: Delivery, result: OutgoingResult) -> ResultRoute:
+        """To ``reply_to`` when given, else the result queue (see the module docstring)."""
+        target = delivery.reply_to
+        message_id = result.message_id
+        if target and target.startswith(DIRECT_REPLY_TO):
+            properties = self.properties(result.content_type, result.correlation_id, message_id)
+            # Once, not mandatory; a requester that went away re-sends and gets a replay.
+            with contextlib.suppress(PublishRefused):
+                await self.publish(target, result.body, properties, mandatory=False, tries=1)
+            return ResultRoute(queue=target)
+        headers: dict[str, Any] | None = None
+        reason = None
+        if target:
+            properties = self.properties(result.content_type, result.correlation_id, message_id)
+            try:
+                await self.publish(target, result.body, properties, mandatory=True)
+            except Unroutable:
+                reason = "no queue with that name"
+            except PublishRefused as refused:
+                reason = f"the queue refused the result: {refused.reason}"
+            else:
+                return ResultRoute(queue=target)
+            headers = {"x-unroutable-reply-to": target, "x-unroutable-reason": reason}
+            log.warning(
+                "result sent to the result queue instead of reply_to",
+                reply_to=target,
+                reason=reason,
+            )
+        properties = self.properties(
+            result.content_type, result.correlation_id, message_id, headers=headers
+        )
+        await self._to_result_queue(result.body, properties)
+        return ResultRoute(queue=self.topology.result_queue, fallback_reason=reason)
+
+    async def _to_result_queue(self, body: bytes, properties: spec.Basic.Properties) -> None:
+        """Publish on the result queue; if someone deleted it, declare it again first."""
+        queue = self.topology.result_queue
+        for attempt in range(REDECLARE_RESULT_QUEUE_TRIES):
+            try:
+                await self.publish(queue, body, properties, mandatory=True)
+            except Unroutable:
+                if attempt + 1 == REDECLARE_RESULT_QUEUE_TRIES:
+                    raise
+                log.warning("the result queue was gone; declaring it again", queue=queue)
+                await self._declare_one(queue, self.topology.durable_arguments(), strict=True)
+            else:
+                return
+
+    async def dead_letter(self, delivery: Delivery, headers: Mapping[str, Any]) -> None:
+        """The original command, bytes and properties, to the dead-letter queue."""
+        await self._republish(self.topology.dead_letter_queue, delivery, headers)
+
+    async def defer(self, delivery: Delivery, due_at: float, headers: Mapping[str, Any]) -> None:
+        """The original command into the delay bucket for ``due_at`` (Unix seconds)."""
+        queue = self.topology.bucket_for(due_at - time.time())
+        await self._republish(queue, delivery, headers)
+
+    async def _republish(self, queue: str, delivery: Delivery, headers: Mapping[str, Any]) -> None:
+        original = cast("_Inbound", delivery.handle).properties
+        properties = spec.Basic.Properties(
+            content_type=original.content_type,
+            content_encoding=original.content_encoding,
+            correlation_id=original.correlation_id,
+            reply_to=original.reply_to,
+            message_id=original.message_id,
+            timestamp=original.timestamp,
+            message_type=original.message_type,
+            app_id=original.app_id,
+            priority=original.priority,
+            headers=dict(headers),
+            delivery_mode=PERSISTENT,
+        )
+        await self.publish(queue, delivery.body, properties, mandatory=True)
+
+    @staticmethod
+    def properties(
+        content_type: str,
+        correlation_id: str | None,
+        message_id: str,
+        *,
+        headers: Mapping[str, Any] | None = None,
+    ) -> spec.Basic.Properties:
+        """Persistent properties of a result; an over-long correlation_id stays in the body only."""
+        if correlation_id is not None and len(correlation_id.encode()) > MAX_CORRELATION_ID_BYTES:
+            correlation_id = None
+        return spec.Basic.Properties(
+            content_type=content_type,
+            correlation_id=correlation_id,
+            message_id=message_id,
+            headers=dict(headers) if headers else None,
+            delivery_mode=PERSISTENT,
+        )
+
     async def publish(
         self,
         routing_key: str,
         body: bytes,
+        properties: spec.Basic.Properties,
         *,
-        content_type: str | None = None,
-        correlation_id: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        reply_to: str | None = None,
-        content_encoding: str | None = None,
-        expiration: float | None = None,
-        mandatory: bool = True,
+        mandatory: bool,
+        tries: int | None = None,
     ) -> None:
         """Publish on the default exchange and wait for the broker's confirm.
 
-        Raises :class:`Returned` when a mandatory message had no queue. Each try is
-        bounded by the publish timeout; after a connection loss the publish is
-        retried once the robust connection has restored the channel.
+        Raises :class:`Unroutable` when a mandatory message had no queue, and
+        :class:`PublishRefused` after ``tries`` (default: the broker's
+        ``publish_tries``) without a confirm. Each try is bounded by the publish
+        timeout; every try carries the same ``message_id``, so a copy that was
+        confirmed late can be told from a new result.
         """
-        if correlation_id is not None and len(correlation_id.encode()) > MAX_CORRELATION_ID_BYTES:
-            correlation_id = None
-        properties = spec.Basic.Properties(
-            content_type=content_type,
-            content_encoding=content_encoding,
-            correlation_id=correlation_id,
-            headers=dict(headers) if headers else None,
-            reply_to=reply_to,
-            expiration=str(max(int(expiration * 1000), 1)) if expiration is not None else None,
-            message_id=str(next(self._message_ids)),
-            delivery_mode=PERSISTENT,
-        )
+        if properties.message_id is None:
+            properties.message_id = uuid.uuid4().hex
+        tries = self.publish_tries if tries is None else tries
         delay = 0.2
-        while True:
+        last = "not tried"
+        for attempt in range(1, tries + 1):
             try:
                 await self._publish_once(body, routing_key, properties, mandatory=mandatory)
             except aiormq.exceptions.PublishError:
-                raise Returned(routing_key) from None
+                raise Unroutable(routing_key) from None
+            except aiormq.exceptions.DeliveryError:
+                last = "the broker refused it (nack)"
+            except TimeoutError:
+                last = f"no confirm within {self.publish_timeout:g} s"
             except RETRYABLE_PUBLISH as error:
+                last = f"the channel was not usable ({type(error).__name__})"
+            else:
+                return
+            if attempt < tries:
                 log.warning(
                     "publish not confirmed, retrying",
                     routing_key=routing_key,
-                    error=type(error).__name__,
+                    problem=last,
                     retry_in=delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            else:
-                return
+        raise PublishRefused(routing_key, f"{last} ({tries} tries)")
 
     async def _publish_once(
         self, body: bytes, routing_key: str, properties: spec.Basic.Properties, *, mandatory: bool

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from worker.errors import UnknownApp
+
 
 @dataclass(frozen=True, slots=True)
 class App:
@@ -21,10 +23,6 @@ class App:
     def label(self) -> str:
         """``corp_id/agentid``, safe to log."""
         return f"{self.corp_id}/{self.agentid}"
-
-
-class UnknownApp(LookupError):
-    """The command names a corp or agentid the worker has no credentials for."""
 
 
 class AppRegistry:

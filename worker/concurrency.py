@@ -42,7 +42,16 @@ class CorpSlots:
         """How many callers wait for a slot."""
         return len(self._waiters)
 
+    @property
+    def free(self) -> bool:
+        """A slot can be taken now without waiting."""
+        return self.in_use < self.limit
+
     async def __aenter__(self) -> None:
+        """Take a slot (see :meth:`acquire`)."""
+        await self.acquire()
+
+    async def acquire(self) -> None:
         """Take a slot, waiting in line when none is free."""
         # A freed slot goes straight to the first waiter, so a free slot means nobody waits.
         if self.in_use < self.limit:
@@ -57,7 +66,7 @@ class CorpSlots:
                 with contextlib.suppress(ValueError):  # _wake may have dropped it already
                     self._waiters.remove(waiter)
             else:  # the slot was handed over just before the cancellation: pass it on
-                self._release()
+                self.release()
             raise
 
     async def __aexit__(
@@ -66,10 +75,11 @@ class CorpSlots:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Give the slot back, to the first waiter if there is room."""
-        self._release()
+        """Give the slot back (see :meth:`release`)."""
+        self.release()
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give the slot back, to the first waiter if there is room."""
         self.in_use -= 1
         self._wake()
 

@@ -4,42 +4,71 @@ Order per command: pipeline (which records the outcome in the state store) ->
 dead-letter copy and result published with confirms -> ack. A crash anywhere
 before the ack means redelivery; the redelivered command finds its stored
 outcome and the result is published again with ``replayed: true``.
+
+When something fails, the delivery is never dropped and never spun on:
+
+* the state store fails: consuming pauses (the deliveries in hand go back to
+  the queue, where other replicas may take them) until the store answers again;
+* a result cannot be confirmed: it is tried again, with backoff, for as long as
+  the delivery's channel lives (after that the broker has the command back);
+* anything unexpected (a bug): the delivery goes back to the queue after a
+  growing pause, and after a few such failures it is moved to the dead-letter
+  queue with ``x-wecom-error-code: internal_error`` instead of looping forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
-from prometheus_client import Counter, Histogram
 
-from worker.amqp import Broker, Returned
-from worker.errors import StoreUnavailable
-from worker.pipeline import Defer, Delivery, Pipeline, Reply
+from worker.errors import PublishError, StoreUnavailable
+from worker.pipeline import DUE_AT_HEADER, FIRST_SEEN_HEADER, Defer, Pipeline, Reply
+from worker.ports import CommandTransport, Delivery, OutgoingResult
 
 if TYPE_CHECKING:
-    from aiormq.abc import DeliveredMessage
+    from prometheus_client import Counter, Histogram
 
     from worker.metrics import Metrics
 
 log = structlog.get_logger("worker.consumer")
 
-MAX_HEADER_TEXT = 2000
-STORE_RETRY_DELAY = 2.0
+MAX_HEADER_TEXT: Final = 2000
+MAX_UNEXPECTED_FAILURES: Final = 5  # deliveries of one command that hit a bug before it is parked
+UNEXPECTED_PAUSE_FIRST: Final = 0.5
+UNEXPECTED_PAUSE_MAX: Final = 30.0
+REMEMBERED_FAILURES: Final = 10_000
+PUBLISH_RETRY_MAX: Final = 30.0
+STORE_PROBE_FIRST: Final = 0.5
+STORE_PROBE_MAX: Final = 5.0
+STORE_PROBE_TIMEOUT: Final = 2.0
+
+
+class Transport(CommandTransport, Protocol):
+    """The transport, plus whether a delivery's channel still lives."""
+
+    def channel_open(self, delivery: Delivery) -> bool:
+        """False once the broker has the delivery back (its channel closed)."""
+        ...
 
 
 class CommandConsumer:
     """Handles every delivery of the command queue in its own task."""
 
-    def __init__(self, broker: Broker, pipeline: Pipeline, metrics: Metrics) -> None:
-        self.broker = broker
+    def __init__(self, transport: Transport, pipeline: Pipeline, metrics: Metrics) -> None:
+        self.transport = transport
         self.pipeline = pipeline
         self.metrics = metrics
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.store_failing = False
+        self._store_recovery: asyncio.Task[None] | None = None
+        self._failures: OrderedDict[bytes, int] = OrderedDict()
         self._by_status: dict[str, tuple[Counter, Histogram]] = {}
         # Read at scrape time: no per-command cost.
         metrics.in_flight.set_function(lambda: len(self.in_flight))
@@ -55,62 +84,54 @@ class CommandConsumer:
             self._by_status[status] = children
         return children
 
-    async def on_message(self, message: DeliveredMessage) -> None:
-        """aiormq's consumer callback: hand the delivery to a task of ours and return.
+    def on_delivery(self, delivery: Delivery) -> None:
+        """The transport's callback: handle the delivery in a task of ours and return.
 
         aiormq cancels its delivery tasks when the channel closes; ours must not
         be: a command whose channel died mid-call still finishes (records its
         outcome, publishes its result on the restored channel), so its
         redelivery finds the stored outcome instead of an abandoned claim.
         """
-        task = asyncio.create_task(self.handle(message))
+        task = asyncio.create_task(self.handle(delivery))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
-    async def handle(self, message: DeliveredMessage) -> None:
+    async def handle(self, delivery: Delivery) -> None:
         """One delivery, start to ack."""
         structlog.contextvars.clear_contextvars()
         started = time.monotonic()
         try:
-            await self.process(message, started)
+            await self.process(delivery, started)
         except asyncio.CancelledError:
             log.warning("command interrupted before its ack; the broker will redeliver it")
             raise
-        except Exception:
-            log.exception("unexpected error; command requeued")
-            await asyncio.sleep(1.0)
-            await self.broker.nack(message)
-
-    async def process(self, message: DeliveredMessage, started: float) -> None:
-        """Pipeline, publish, ack; a state store failure requeues instead."""
-        properties = message.header.properties
-        delivery = Delivery(
-            body=message.body,
-            content_type=properties.content_type,
-            content_encoding=properties.content_encoding,
-            reply_to=properties.reply_to,
-            correlation_id=properties.correlation_id,
-            headers=properties.headers or {},
-            received_at=time.time(),
-        )
-        try:
-            disposition = await self.pipeline.process(delivery)
-            self.store_failing = False
         except StoreUnavailable as error:
-            # Without the claim recorded nothing may be sent or acked: back off, requeue.
-            self.store_failing = True
+            # Without the claim recorded nothing may be sent or acked: pause, give it back.
             self.metrics.store_errors.inc()
             log.error("state store unavailable; command requeued", error=str(error))
-            await asyncio.sleep(STORE_RETRY_DELAY)
-            await self.broker.nack(message)
-            return
+            await self.store_failed()
+            await self.transport.requeue(delivery)
+        except PublishError as error:
+            log.warning(
+                "the result could not be published and the channel is gone; "
+                "the broker will redeliver the command",
+                error=str(error),
+            )
+        except Exception:
+            failures = self.count_failure(delivery)
+            log.exception("unexpected error", failures=failures)
+            await self.unexpected(delivery, failures)
+
+    async def process(self, delivery: Delivery, started: float) -> None:
+        """Pipeline, publish, ack."""
+        disposition = await self.pipeline.process(delivery)
         if isinstance(disposition, Defer):
             await self.defer(delivery, disposition)
-            await self.broker.ack(message)
+            self.transport.ack(delivery)
             self.metrics.deferred.inc()
             log.info(
-                "command deferred to the delay queue",
-                delay_s=round(disposition.delay, 3),
+                "command deferred",
+                delay_s=round(disposition.due_at - time.time(), 3),
                 reason=disposition.reason,
             )
             return
@@ -120,7 +141,11 @@ class CommandConsumer:
             await asyncio.gather(
                 self.publish_result(delivery, disposition), self.dead_letter(delivery, disposition)
             )
-        await self.broker.ack(message)
+        fault = self.pipeline.fault
+        if fault is not None:
+            fault("after_publish")
+            fault("before_ack")
+        self.transport.ack(delivery)
         self.finished(disposition, started)
 
     def finished(self, reply: Reply, started: float) -> None:
@@ -130,10 +155,9 @@ class CommandConsumer:
         counter, duration = self.by_status(result.status)
         counter.inc()
         duration.observe(elapsed)
-        if result.invalid_users:
-            self.metrics.invalid_users.inc(len(result.invalid_users))
         log.info(
             "command finished",
+            command_id=result.command_id,
             status=result.status,
             errcode=result.errcode,
             attempts=result.attempts,
@@ -144,54 +168,33 @@ class CommandConsumer:
         )
 
     async def publish_result(self, delivery: Delivery, reply: Reply) -> None:
-        """To ``reply_to`` when given, else the result queue; unroutable replies fall back."""
-        target = delivery.reply_to
-        correlation_id = reply.result.correlation_id
-        if target:
+        """Publish the result until the broker confirms it, for as long as the delivery lives."""
+        outgoing = OutgoingResult(
+            body=reply.body,
+            content_type=reply.content_type,
+            correlation_id=reply.result.correlation_id,
+            message_id=reply.message_id or f"result-{uuid.uuid4().hex}",
+        )
+        delay = 1.0
+        while True:
             try:
-                await self.broker.publish(
-                    target,
-                    reply.body,
-                    content_type=reply.content_type,
-                    correlation_id=correlation_id,
-                )
-            except Returned:
-                self.metrics.unroutable_results.inc()
-                log.warning(
-                    "reply_to queue does not exist; result sent to the result queue",
-                    reply_to=target,
-                )
-            else:
-                return
-        headers = {"x-unroutable-reply-to": target} if target else None
-        await self.to_result_queue(reply, correlation_id, headers)
-
-    async def to_result_queue(
-        self, reply: Reply, correlation_id: str | None, headers: dict[str, Any] | None
-    ) -> None:
-        """Publish on the result queue; if someone deleted it, declare it again first."""
-        queue = self.broker.topology.result_queue
-        for attempt in range(2):
-            try:
-                await self.broker.publish(
-                    queue,
-                    reply.body,
-                    content_type=reply.content_type,
-                    correlation_id=correlation_id,
-                    headers=headers,
-                )
-            except Returned:
-                if attempt:
+                route = await self.transport.send_result(delivery, outgoing)
+            except PublishError as error:
+                if not self.transport.channel_open(delivery):
                     raise
-                log.warning("the result queue was gone; declaring it again", queue=queue)
-                await self.broker.declare()
+                log.warning("result not confirmed; trying again", error=str(error), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PUBLISH_RETRY_MAX)
             else:
+                if route.fallback_reason is not None:
+                    self.metrics.unroutable_results.inc()
                 return
 
     async def dead_letter(self, delivery: Delivery, reply: Reply) -> None:
         """The original bytes and properties, with the reason in headers."""
-        assert reply.dead_letter is not None
         reason = reply.dead_letter
+        if reason is None:  # pragma: no cover - only called for dead letters
+            return
         headers = copied_headers(delivery)
         headers.update(
             {
@@ -202,40 +205,89 @@ class CommandConsumer:
                 "x-wecom-rejected-at-ms": int(reply.result.finished_at * 1000),
             }
         )
-        await self.republish(self.broker.topology.dead_letter_queue, delivery, headers)
+        await self.transport.dead_letter(delivery, headers)
         self.metrics.dead_lettered.inc()
 
     async def defer(self, delivery: Delivery, defer: Defer) -> None:
-        """The original command to the delay queue; it expires back into the command queue."""
+        """The original command to a delay bucket; it comes back to the command queue."""
         headers = copied_headers(delivery)
         count = headers.get("x-wecom-deferrals", 0)
         headers["x-wecom-deferrals"] = (count if isinstance(count, int) else 0) + 1
         headers["x-wecom-deferred-reason"] = defer.reason[:MAX_HEADER_TEXT]
-        await self.republish(
-            self.broker.topology.delay_queue, delivery, headers, expiration=max(defer.delay, 0.001)
-        )
+        headers[DUE_AT_HEADER] = int(defer.due_at * 1000)
+        headers[FIRST_SEEN_HEADER] = int(defer.first_seen * 1000)
+        await self.transport.defer(delivery, defer.due_at, headers)
 
-    async def republish(
-        self,
-        queue: str,
-        delivery: Delivery,
-        headers: dict[str, Any],
-        expiration: float | None = None,
-    ) -> None:
-        """The original command, bytes and properties, to another queue (confirmed)."""
-        await self.broker.publish(
-            queue,
-            delivery.body,
-            content_type=delivery.content_type,
-            content_encoding=delivery.content_encoding,
-            correlation_id=delivery.correlation_id,
-            reply_to=delivery.reply_to,
-            headers=headers,
-            expiration=expiration,
-        )
+    async def store_failed(self) -> None:
+        """Pause consuming until the state store answers again (probed with backoff)."""
+        self.store_failing = True
+        if self._store_recovery is None:
+            await self.transport.pause()
+            self._store_recovery = asyncio.create_task(self._await_store(), name="store-probe")
+
+    async def _await_store(self) -> None:
+        delay = STORE_PROBE_FIRST
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await asyncio.wait_for(self.pipeline.store.ping(), STORE_PROBE_TIMEOUT)
+                except (StoreUnavailable, TimeoutError):
+                    delay = min(delay * 2, STORE_PROBE_MAX)
+                    continue
+                log.info("state store answers again; resuming")
+                self.store_failing = False
+                await self.transport.resume()
+                return
+        finally:
+            self._store_recovery = None
+
+    async def unexpected(self, delivery: Delivery, failures: int) -> None:
+        """A bug: requeue after a growing pause; park the command after a few failures."""
+        if failures >= MAX_UNEXPECTED_FAILURES:
+            log.error("command moved to the dead-letter queue after repeated unexpected errors")
+            headers = copied_headers(delivery)
+            headers.update(
+                {
+                    "x-wecom-error-code": "internal_error",
+                    "x-wecom-error-message": (
+                        f"the worker failed on this command {failures} times; see its logs"
+                    ),
+                }
+            )
+            try:
+                await self.transport.dead_letter(delivery, headers)
+            except PublishError:
+                await self.transport.reject(delivery)  # the queue's dead-letter exchange
+            else:
+                self.transport.ack(delivery)
+                self.metrics.dead_lettered.inc()
+            return
+        pause = min(UNEXPECTED_PAUSE_FIRST * 2.0 ** (failures - 1), UNEXPECTED_PAUSE_MAX)
+        log.warning("command requeued after an unexpected error", retry_in=pause)
+        await asyncio.sleep(pause)
+        await self.transport.requeue(delivery)
+
+    def count_failure(self, delivery: Delivery) -> int:
+        """How many deliveries of this command failed unexpectedly, this one included.
+
+        Quorum queues count deliveries in ``x-delivery-count``; otherwise the
+        worker counts by a digest of the body (remembering the last few thousand).
+        """
+        key = hashlib.blake2b(delivery.body, digest_size=16).digest()
+        failures = self._failures.pop(key, 0) + 1
+        self._failures[key] = failures
+        while len(self._failures) > REMEMBERED_FAILURES:
+            self._failures.popitem(last=False)
+        counted = delivery.headers.get("x-delivery-count")
+        if isinstance(counted, int) and not isinstance(counted, bool):
+            failures = max(failures, counted + 1)
+        return failures
 
     async def drain(self, grace: float) -> int:
         """Wait up to ``grace`` s for in-flight commands, cancel the rest; how many were cut."""
+        if self._store_recovery is not None:
+            self._store_recovery.cancel()
         if not self.in_flight:
             return 0
         _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)

@@ -11,11 +11,10 @@ exception that leaves it unacked (state store unreachable): nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import gzip
+import hashlib
 import time
-import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -30,41 +29,37 @@ from wecom_card_contracts import (
     Result,
     ResultError,
     Status,
-    decode_command,
     decode_result,
     encode_request,
     encode_result,
-    peek_command_id,
+    media_format,
+    read_command,
 )
-from worker.apps import App, AppRegistry, UnknownApp
+from worker.apps import App, AppRegistry
+from worker.errors import StoreUnavailable, UnknownApp
 from worker.ports import (
     AlreadyUsed,
+    Answered,
     Busy,
     CallOutcome,
     Claimed,
     CodeKey,
+    Deferred,
+    Delivery,
+    FinalCall,
+    NotSent,
     Replay,
     StateStore,
+    Unsettled,
 )
 
 log = structlog.get_logger("worker.pipeline")
 
-MSGPACK_TYPES = frozenset({"application/msgpack"})
-JSON_TYPES = frozenset({"application/json"})
-IDENTITY_ENCODINGS = frozenset({"", "identity"})
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What the pipeline needs of one AMQP delivery."""
-
-    body: bytes
-    content_type: str | None = None
-    content_encoding: str | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    received_at: float = 0.0
+FIRST_SEEN_HEADER = "x-wecom-first-seen-ms"  # when the worker first received a deferred command
+DUE_AT_HEADER = "x-wecom-due-at-ms"  # when a deferred command may be called again
+DUE_TOLERANCE = 0.05  # seconds early a deferred command may be taken up
+RECORD_RETRY_FIRST = 0.1
+RECORD_RETRY_MAX = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +80,32 @@ class Reply:
     content_type: str
     dead_letter: DeadLetter | None = None
 
+    @property
+    def message_id(self) -> str | None:
+        """The result's AMQP message_id, the same for every publish of this command's result.
+
+        A digest of the command_id (at most 128 characters, up to 512 bytes, too
+        long for the property): a consumer that sees one twice can drop it. None
+        when the command_id could not be read (the transport makes one per delivery).
+        """
+        command_id = self.result.command_id
+        if command_id is None:
+            return None
+        return "result-" + hashlib.blake2b(command_id.encode(), digest_size=16).hexdigest()
+
 
 @dataclass(frozen=True, slots=True)
 class Defer:
-    """No rate-limit slot soon enough: park the command in the delay queue, then ack."""
+    """No rate-limit slot soon enough: park the command until ``due_at``, then ack.
 
-    delay: float  # seconds
+    ``first_seen``: when the worker first received this command (carried in its
+    headers across deferrals), so a command without ``code_issued_at`` still
+    expires 72 h after it was first seen.
+    """
+
+    due_at: float  # Unix seconds
     reason: str
+    first_seen: float
 
 
 Disposition = Reply | Defer
@@ -114,13 +128,23 @@ class ClaimTracker(Protocol):
         """A claim was taken."""
         ...
 
-    def drop(self, key: CodeKey) -> None:
+    def drop(self, key: CodeKey, command_id: str) -> None:
         """The claim was completed or released."""
+        ...
+
+    def holder(self, key: CodeKey) -> str | None:
+        """The command of this process that holds ``key``, if any."""
         ...
 
 
 class HeldClaims:
-    """The claims this process holds, renewed by :mod:`worker.service` every lease/3."""
+    """The claims this process holds, renewed by the service every lease/3.
+
+    Also the process's own word on who holds a code: a redelivery of a command
+    whose first delivery is still being worked on here waits for it, whatever
+    the store's lease says (a stalled event loop or a clock jump can make a
+    lease look expired while its holder is alive in this very process).
+    """
 
     def __init__(self) -> None:
         self._held: dict[CodeKey, str] = {}
@@ -129,21 +153,18 @@ class HeldClaims:
         """A claim was taken."""
         self._held[key] = command_id
 
-    def drop(self, key: CodeKey) -> None:
-        """The claim was completed or released."""
-        self._held.pop(key, None)
+    def drop(self, key: CodeKey, command_id: str) -> None:
+        """The claim of ``command_id`` was completed or released (another's stays)."""
+        if self._held.get(key) == command_id:
+            del self._held[key]
+
+    def holder(self, key: CodeKey) -> str | None:
+        """The command of this process that holds ``key``, if any."""
+        return self._held.get(key)
 
     def snapshot(self) -> list[tuple[CodeKey, str]]:
         """Every claim held now."""
         return list(self._held.items())
-
-
-class BodyRejected(Exception):
-    """The delivery's bytes cannot be read as a command at all."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(message)
 
 
 class Pipeline:
@@ -160,6 +181,7 @@ class Pipeline:
         max_limiter_wait: float,
         clock: Callable[[], float] = time.time,
         busy_poll: float = 0.25,
+        fault: Callable[[str], None] | None = None,
     ) -> None:
         self.apps = apps
         self.store = store
@@ -169,27 +191,22 @@ class Pipeline:
         self.max_limiter_wait = max_limiter_wait
         self.clock = clock
         self.busy_poll = busy_poll
+        self.fault = fault  # test-only: worker.faultpoints
         self._releases: set[asyncio.Future[None]] = set()
+        self._recording: set[asyncio.Future[None]] = set()
 
     async def process(self, delivery: Delivery) -> Disposition:
         """The disposition of one delivery. Raises only when the state store fails."""
         received_at = delivery.received_at or self.clock()
-        fmt: BodyFormat = "json"
+        fmt: BodyFormat = media_format(delivery.content_type) or "json"
         try:
-            fmt = body_format(delivery.content_type)
-            body = self.plain_body(delivery)
-        except BodyRejected as rejected:
-            return self.rejected(
-                delivery,
-                received_at=received_at,
-                fmt=fmt,
-                command_id=None,
-                code="invalid_command",
-                message=rejected.message,
-                path=None,
+            command = read_command(
+                delivery.body,
+                content_type=delivery.content_type,
+                content_encoding=delivery.content_encoding,
+                max_bytes=self.max_message_bytes,
+                now=self.clock(),
             )
-        try:
-            command = decode_command(body, fmt)
         except CommandInvalid as invalid:
             return self.rejected(
                 delivery,
@@ -201,6 +218,8 @@ class Pipeline:
                 path=invalid.path,
             )
         structlog.contextvars.bind_contextvars(command_id=command.command_id)
+        if self.fault is not None:
+            self.fault("after_decode")
         request = command.request
         try:
             app = self.apps.resolve(command.corp_id, request.agentid)
@@ -221,108 +240,166 @@ class Pipeline:
                 command=command,
             )
         structlog.contextvars.bind_contextvars(corp_id=app.corp_id, agentid=app.agentid)
-        issued_at = command.code_issued_at
-        if issued_at is not None and self.clock() - issued_at > CODE_LIFETIME_SECONDS:
-            age_hours = (self.clock() - issued_at) / 3600
-            return self.refusal(
-                delivery,
-                fmt,
-                command,
-                received_at=received_at,
-                status="expired",
-                error=ResultError(
-                    code="expired_code",
-                    message=f"response_code was issued {age_hours:.1f} h ago; "
-                    "WeCom accepts it for 72 h",
-                    path="code_issued_at",
-                ),
-            )
-        return await self.claim_and_call(delivery, fmt, command, app, received_at)
+        expired = self.expiry(delivery, fmt, command, received_at)
+        if expired is not None:
+            return expired
+        first_seen = header_seconds(delivery.headers, FIRST_SEEN_HEADER) or received_at
+        due_at = header_seconds(delivery.headers, DUE_AT_HEADER)
+        if due_at is not None and due_at - self.clock() > DUE_TOLERANCE:
+            # Back early from a delay bucket: wait out the rest without touching the code.
+            return Defer(due_at=due_at, reason="waiting for its due time", first_seen=first_seen)
+        return await self.claim_and_call(
+            delivery, fmt, command, app, received_at, first_seen=first_seen
+        )
 
-    def plain_body(self, delivery: Delivery) -> bytes:
-        """The body, size-checked and decompressed when its content_encoding says so."""
-        body = delivery.body
-        if len(body) > self.max_message_bytes:
-            raise BodyRejected(
-                f"the message is {len(body)} bytes; "
-                f"the worker accepts at most {self.max_message_bytes}"
-            )
-        encoding = (delivery.content_encoding or "").strip().lower()
-        if encoding in IDENTITY_ENCODINGS:
-            return body
-        if encoding not in {"gzip", "deflate"}:
-            raise BodyRejected(
-                f"content_encoding {delivery.content_encoding!r} is not supported; "
-                "send the body uncompressed, or gzip / deflate"
-            )
-        try:
-            inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-            plain = inflater.decompress(body, self.max_message_bytes + 1)
-        except (zlib.error, gzip.BadGzipFile) as error:
-            raise BodyRejected(f"the body is not valid {encoding}: {error}") from None
-        if len(plain) > self.max_message_bytes or inflater.unconsumed_tail:
-            raise BodyRejected(
-                f"the decompressed message is larger than {self.max_message_bytes} bytes"
-            )
-        return plain
+    def expiry(
+        self, delivery: Delivery, fmt: BodyFormat, command: Command, received_at: float
+    ) -> Reply | None:
+        """``expired`` when the code is past its 72 h, else None.
+
+        Without ``code_issued_at`` the code is at least as old as the command's
+        first delivery here, so a command deferred again and again still ends.
+        """
+        now = self.clock()
+        issued_at = command.code_issued_at
+        if issued_at is not None:
+            age, path, what = now - issued_at, "code_issued_at", "response_code was issued"
+        else:
+            first_seen = header_seconds(delivery.headers, FIRST_SEEN_HEADER)
+            if first_seen is None:
+                return None
+            age, path, what = now - first_seen, None, "the command was first received"
+        if age <= CODE_LIFETIME_SECONDS:
+            return None
+        return self.refusal(
+            delivery,
+            fmt,
+            command,
+            received_at=received_at,
+            status="expired",
+            error=ResultError(
+                code="expired_code",
+                message=f"{what} {age / 3600:.1f} h ago; WeCom accepts a response_code for 72 h",
+                path=path,
+            ),
+        )
 
     async def claim_and_call(
-        self, delivery: Delivery, fmt: BodyFormat, command: Command, app: App, received_at: float
+        self,
+        delivery: Delivery,
+        fmt: BodyFormat,
+        command: Command,
+        app: App,
+        received_at: float,
+        *,
+        first_seen: float,
     ) -> Disposition:
         """Single use of the code, then the call, then the outcome recorded."""
         request = command.request
         key = CodeKey(app.corp_id, request.response_code)
         command_id = command.command_id
-        delay = self.busy_poll
-        while True:
-            outcome = await self.store.claim(key, command_id)
-            match outcome:
-                case Claimed(maybe_spent=maybe_spent):
-                    break
-                case Replay(result=stored):
-                    return self.replay(delivery, fmt, stored)
-                case AlreadyUsed(command_id=first):
-                    return self.refusal(
-                        delivery,
-                        fmt,
-                        command,
-                        received_at=received_at,
-                        status="duplicate",
-                        error=ResultError(
-                            code="code_already_used",
-                            message=f"this response_code was already used by command {first!r}",
-                            path="request.response_code",
-                        ),
-                    )
-                case Busy(lease_until=lease_until):
-                    wait = min(delay, max(lease_until - self.clock(), 0.0) + 0.01)
-                    await asyncio.sleep(wait)
-                    delay = min(delay * 2, 2.0)
+        claimed = await self.claim(key, command_id)
+        match claimed:
+            case Claimed(maybe_spent=maybe_spent):
+                pass
+            case Replay(result=stored):
+                return self.replay(delivery, fmt, stored)
+            case AlreadyUsed(command_id=first):
+                return self.refusal(
+                    delivery,
+                    fmt,
+                    command,
+                    received_at=received_at,
+                    status="duplicate",
+                    error=ResultError(
+                        code="code_already_used",
+                        message=f"this response_code was already used by command {first!r}",
+                        path="request.response_code",
+                    ),
+                )
         self.claims.hold(key, command_id)
         settled = False
         try:
+            if self.fault is not None:
+                self.fault("after_claim")
             call = await self.caller.update_template_card(
                 app,
                 encode_request(request),
                 maybe_spent=maybe_spent,
                 max_limiter_wait=self.max_limiter_wait,
             )
-            if call.status == "deferred":
-                await self.store.release(key, command_id, maybe_spent=call.maybe_spent)
-                settled = True
-                wait = max((call.defer_until or self.clock()) - self.clock(), 0.0)
-                return Defer(delay=wait, reason=call.error_message or "rate limit")
-            result = self.call_result(delivery, command, received_at, call)
-            await self.store.complete(key, command_id, encode_result(result), spent=call.spent)
-            settled = True
+            if self.fault is not None:
+                self.fault("after_answer")
+            match call:
+                case Deferred(until=until, reason=reason, maybe_spent=call_maybe_spent):
+                    await self.store.release(key, command_id, maybe_spent=call_maybe_spent)
+                    settled = True
+                    return Defer(due_at=until, reason=reason, first_seen=first_seen)
+                case Answered() | Unsettled() | NotSent():
+                    result = self.call_result(delivery, command, received_at, call)
+                    settled = True  # from here on the outcome is recorded, come what may
+                    await self.record(key, command_id, result, spent=call.spent)
+                    if self.fault is not None:
+                        self.fault("after_record")
+                    return self.reply(fmt, result)
         finally:
-            self.claims.drop(key)
             if not settled:
                 self.abandon(key, command_id)
-        return self.reply(fmt, result)
+            self.claims.drop(key, command_id)
+
+    async def claim(self, key: CodeKey, command_id: str) -> Claimed | Replay | AlreadyUsed:
+        """Take the code, waiting while a live holder (here or in another replica) has it."""
+        delay = self.busy_poll
+        while True:
+            if self.claims.holder(key) is None:
+                outcome = await self.store.claim(key, command_id)
+                if not isinstance(outcome, Busy):
+                    return outcome
+                wait = min(delay, max(outcome.lease_until - self.clock(), 0.0) + 0.01)
+            else:  # held by a command still running in this process
+                wait = delay
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 2.0)
+
+    async def record(self, key: CodeKey, command_id: str, result: Result, *, spent: bool) -> None:
+        """Record the outcome of a call, retrying until the store takes it.
+
+        WeCom's answer is the only proof of what happened to the code: were it
+        dropped, the redelivery would send the code again and turn an ``ok``
+        into ``indeterminate``. So the write is retried for as long as it takes
+        (the delivery stays unacked meanwhile) and runs in a task of its own
+        that a cancellation of the command (shutdown) does not stop.
+        """
+        task = asyncio.ensure_future(self._record(key, command_id, encode_result(result), spent))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        await asyncio.shield(task)
+
+    async def _record(self, key: CodeKey, command_id: str, stored: bytes, spent: bool) -> None:
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                await self.store.complete(key, command_id, stored, spent=spent)
+            except StoreUnavailable as error:
+                log.error(
+                    "could not record the outcome of a call; retrying",
+                    error=str(error),
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX)
+            else:
+                return
+
+    async def wait_recorded(self, grace: float) -> int:
+        """Wait up to ``grace`` s for outcomes still being recorded; how many were not."""
+        if not self._recording:
+            return 0
+        _, pending = await asyncio.wait(set(self._recording), timeout=grace)
+        return len(pending)
 
     def abandon(self, key: CodeKey, command_id: str) -> None:
-        """Interrupted mid-call (shutdown, a bug): give the code back as possibly spent.
+        """Interrupted before the call ended (shutdown, a bug): give the code back, maybe spent.
 
         Whoever claims it next (this command's redelivery, usually) need not wait
         for the lease to run out, and reads a 60140 as ``indeterminate``.
@@ -337,13 +414,13 @@ class Pipeline:
             log.warning("could not release an abandoned claim", error=str(release.exception()))
 
     def call_result(
-        self, delivery: Delivery, command: Command, received_at: float, call: CallOutcome
+        self, delivery: Delivery, command: Command, received_at: float, call: FinalCall
     ) -> Result:
         """The result of a command whose code was sent (or tried) at WeCom."""
         error = None
         if call.error_code is not None:
             error = ResultError(code=call.error_code, message=call.error_message or call.error_code)
-        status: Status = "failed" if call.status == "deferred" else call.status
+        status: Status = call.status
         return self.result(
             delivery,
             command,
@@ -402,8 +479,6 @@ class Pipeline:
         command: Command | None = None,
     ) -> Reply:
         """``rejected``: nothing was sent; the original goes to the dead-letter queue."""
-        if command_id is None and code == "invalid_command":
-            command_id = peek_command_id(delivery.body, fmt)
         result = Result(
             command_id=command_id,
             correlation_id=delivery.correlation_id or command_id,
@@ -438,16 +513,9 @@ class Pipeline:
         )
 
 
-def body_format(content_type: str | None) -> BodyFormat:
-    """``json`` or ``msgpack`` from a content_type; parameters such as charset are ignored."""
-    if content_type is None:
-        return "json"
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in JSON_TYPES or media == "":
-        return "json"
-    if media in MSGPACK_TYPES:
-        return "msgpack"
-    raise BodyRejected(
-        f"content_type {content_type!r} is not supported; "
-        "send application/json or application/msgpack"
-    )
+def header_seconds(headers: Mapping[str, Any], name: str) -> float | None:
+    """A header holding Unix milliseconds, as seconds; None when absent or not a number."""
+    value = headers.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # noqa: PLR0124 - NaN
+        return None
+    return float(value) / 1000

@@ -7,8 +7,9 @@ the aiohttp WeCom client) implement them. Nothing here does I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,27 +139,163 @@ class RateLimiter(Protocol):
 
 # --- WeCom call -------------------------------------------------------------------------------
 
-CallStatus = Literal["ok", "partial", "failed", "indeterminate", "deferred"]
-CallErrorCode = Literal["wecom_error", "retries_exhausted", "outcome_unknown"]
+AnsweredStatus = Literal["ok", "partial", "failed"]
+NotSentErrorCode = Literal["wecom_error", "retries_exhausted"]
 
 
 @dataclass(frozen=True, slots=True)
-class CallOutcome:
-    """How one command's update_template_card call(s) ended.
+class Answered:
+    """WeCom answered the last attempt: ``ok``, ``partial``, or a refusal (``failed``).
 
-    ``spent``: the code is, or may be, used up at WeCom (store it as spent so no
-    other command tries it). ``maybe_spent``: some attempt may have reached WeCom
-    without an answer (what a deferral must remember). ``defer_until``: for
-    ``deferred``, the earliest time (Unix seconds) a call could be made again.
+    ``spent``: the code is used up at WeCom (ok, partial, 60140 on a first call);
+    a refusal that did not spend it (40058, say) lets another command use it.
     """
 
-    status: CallStatus
+    status: AnsweredStatus
     attempts: int
+    errcode: int | None
+    errmsg: str | None
+    spent: bool
+    invalid_users: tuple[str, ...] = ()
+    error_message: str | None = None  # failed: what WeCom refused
+    maybe_spent: bool = False  # an earlier attempt may have reached WeCom unanswered
+
+    @property
+    def error_code(self) -> Literal["wecom_error"] | None:
+        """``wecom_error`` for a refusal, else None."""
+        return "wecom_error" if self.status == "failed" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """Some attempt may have reached WeCom and nothing since settled whether it did."""
+
+    attempts: int
+    errcode: int | None
+    errmsg: str | None
+    error_message: str
+
+    status: ClassVar[Literal["indeterminate"]] = "indeterminate"
+    error_code: ClassVar[Literal["outcome_unknown"]] = "outcome_unknown"
+    spent: ClassVar[bool] = True
+    maybe_spent: ClassVar[bool] = True
+    invalid_users: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NotSent:
+    """``failed`` with the code certainly unused: gettoken refused, or the budget ran out first."""
+
+    attempts: int
+    errcode: int | None
+    errmsg: str | None
+    error_code: NotSentErrorCode
+    error_message: str
+
+    status: ClassVar[Literal["failed"]] = "failed"
+    spent: ClassVar[bool] = False
+    maybe_spent: ClassVar[bool] = False
+    invalid_users: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """No rate-limit or concurrency slot soon enough: hand the command back, code not spent.
+
+    ``maybe_spent``: an earlier attempt may have reached WeCom (the release of the
+    claim must remember it). ``until``: the earliest Unix time a call could go.
+    """
+
+    attempts: int
+    until: float
+    reason: str
+    maybe_spent: bool
     errcode: int | None = None
     errmsg: str | None = None
-    invalid_users: tuple[str, ...] = ()
-    error_code: CallErrorCode | None = None
-    error_message: str | None = None
-    spent: bool = False
-    maybe_spent: bool = False
-    defer_until: float | None = None
+
+    status: ClassVar[Literal["deferred"]] = "deferred"
+    spent: ClassVar[bool] = False
+
+
+FinalCall = Answered | Unsettled | NotSent
+CallOutcome = Answered | Unsettled | NotSent | Deferred
+
+
+# --- the broker -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the pipeline needs of one delivered command; ``handle`` is the transport's own.
+
+    The pipeline never looks into ``handle``: it goes back to the transport,
+    which alone knows how to ack or requeue that delivery.
+    """
+
+    body: bytes
+    content_type: str | None = None
+    content_encoding: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    received_at: float = 0.0
+    handle: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingResult:
+    """An encoded result and the properties it is published with."""
+
+    body: bytes
+    content_type: str
+    correlation_id: str | None
+    message_id: str  # the same for every publish of this command's result: consumers dedupe on it
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRoute:
+    """Where a result went: ``reply_to``, or the result queue (and why, when not ``reply_to``)."""
+
+    queue: str
+    fallback_reason: str | None = None
+
+
+class CommandTransport(Protocol):
+    """The broker as the command consumer sees it (:class:`worker.amqp.Broker`).
+
+    Every publish waits for the broker's confirm and raises
+    :class:`worker.errors.PublishError` when it cannot get one; the delivery is
+    then left unacked.
+    """
+
+    async def send_result(self, delivery: Delivery, result: OutgoingResult) -> ResultRoute:
+        """To the delivery's ``reply_to`` if any, else (or when that refuses) the result queue."""
+        ...
+
+    async def dead_letter(self, delivery: Delivery, headers: Mapping[str, Any]) -> None:
+        """The original command to the dead-letter queue with ``headers`` added."""
+        ...
+
+    async def defer(self, delivery: Delivery, due_at: float, headers: Mapping[str, Any]) -> None:
+        """The original command back to the command queue at ``due_at`` (Unix seconds)."""
+        ...
+
+    def ack(self, delivery: Delivery) -> bool:
+        """Done with it (sent soon, coalesced); False when its channel is gone (it comes back)."""
+        ...
+
+    async def requeue(self, delivery: Delivery) -> bool:
+        """Give it back to the queue now; False when its channel is gone (it comes back anyway)."""
+        ...
+
+    async def reject(self, delivery: Delivery) -> bool:
+        """Give up on it: the command queue's dead-letter exchange moves it to the DLQ."""
+        ...
+
+    async def pause(self) -> None:
+        """Stop taking new deliveries (the state store is down)."""
+        ...
+
+    async def resume(self) -> None:
+        """Take deliveries again."""
+        ...

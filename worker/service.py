@@ -1,8 +1,9 @@
-"""``wecom-card-worker run``: wires the parts together and runs until SIGTERM.
+"""``wecom-card-worker run``: builds the parts, runs until SIGTERM, stops in order.
 
-Start-up: settings (a bad one: one line, exit 2) -> logging -> state store
-(durability reported; optionally required) -> WeCom client -> HTTP port ->
-broker (retried until reachable) -> consume. SIGTERM / SIGINT: stop
+Start-up: settings (a bad one: one line, exit 2) -> logging -> parts
+(:mod:`worker.wiring`: state store, WeCom client, broker) -> durability report
+(optionally required) -> HTTP port -> broker (retried until it answers; wrong
+credentials or vhost: one line, exit 2) -> consume. SIGTERM / SIGINT: stop
 consuming, finish in-flight commands within WECOM_SHUTDOWN_GRACE, close, exit 0.
 """
 
@@ -16,31 +17,26 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
 from worker import __version__
-from worker.amqp import Broker, Topology
-from worker.apps import AppRegistry
-from worker.consumer import CommandConsumer
 from worker.errors import BrokerError, SettingsError, StoreLocked, StoreUnavailable
 from worker.health import HealthServer, Readiness
 from worker.logs import configure_logging
 from worker.metrics import Metrics
-from worker.pipeline import HeldClaims, Pipeline
-from worker.ports import StateStore
 from worker.settings import Settings, load_settings
-from worker.state import open_store
-from worker.wecom.client import WeComClient
-from worker.wiring import build_caller
+from worker.wiring import Parts, build_parts
 
 log = structlog.get_logger("worker.service")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-STORE_CHECK_INTERVAL = 5.0
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+STORE_CHECK_INTERVAL: Final = 1.0
+RECORDING_GRACE: Final = 10.0  # extra seconds at shutdown for outcomes still being recorded
+GC_GEN0_THRESHOLD: Final = 20_000
 
 
 def run_from_environment() -> int:
@@ -48,13 +44,18 @@ def run_from_environment() -> int:
     try:
         settings = load_settings(os.environ)
     except SettingsError as error:
-        print(f"wecom-card-worker: bad setting {error}", file=sys.stderr)  # noqa: T201 - before logging exists
-        return EXIT_CONFIG
+        return refuse(f"bad setting {error}")
     configure_logging(settings.log_format, settings.log_level)
     try:
-        return run_loop(Service(settings).run())
+        return run_loop(run_service(settings))
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside the loop
         return EXIT_OK
+
+
+def refuse(line: str) -> int:
+    """Start-up cannot go on: one line on stderr for the operator, exit code 2."""
+    print(f"wecom-card-worker: {line}", file=sys.stderr)  # noqa: T201 - the operator's one line
+    return EXIT_CONFIG
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -64,9 +65,6 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:  # pragma: no cover - uvloop is an optional extra
         return asyncio.run(main)
     return uvloop.run(main)
-
-
-GC_GEN0_THRESHOLD = 20_000
 
 
 def tune_garbage_collector() -> None:
@@ -83,132 +81,114 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
+async def run_service(settings: Settings) -> int:
+    """Build the parts, serve until a stop signal, close everything; the exit code."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    log.info(
+        "starting",
+        version=__version__,
+        instance=settings.instance_id,
+        broker=settings.amqp_url_safe,
+        state=settings.state_url_safe,
+        api_base=settings.api_base,
+        apps=[app.label for app in settings.apps],
+        rate_limit=settings.rate_limit,
+    )
+    metrics = Metrics()
+    try:
+        async with build_parts(settings, metrics) as parts:
+            return await Service(settings, parts, metrics, stopping).serve()
+    except (StoreLocked, StoreUnavailable, SettingsError) as error:
+        log.error("cannot open the state store", error=str(error))
+        return refuse(f"cannot open the state store: {error}")
+
+
 class Service:
-    """The running worker: owns every long-lived part and the shutdown order."""
+    """The running worker: the parts, readiness, background upkeep and the shutdown order."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, parts: Parts, metrics: Metrics, stopping: asyncio.Event
+    ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        self.claims = HeldClaims()
-        self.store: StateStore | None = None
-        self.store_ok = False
-        self.store_detail = "not opened yet"
-        self.broker: Broker | None = None
-        self.consumer: CommandConsumer | None = None
-        self.stopping = asyncio.Event()
-        self.background: list[asyncio.Task[None]] = []
-        self.caller: WeComClient | None = None
-
-    async def run(self) -> int:
-        """Run until a stop signal; the process exit code."""
-        settings = self.settings
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        log.info(
-            "starting",
-            version=__version__,
-            instance=settings.instance_id,
-            broker=settings.amqp_url_safe,
-            state=settings.state_url_safe,
-            api_base=settings.api_base,
-            apps=[app.label for app in settings.apps],
-            rate_limit=settings.rate_limit,
-        )
-        try:
-            self.store = await open_store(settings)
-        except (StoreLocked, StoreUnavailable, SettingsError) as error:
-            log.error("cannot open the state store", error=str(error))
-            print(f"wecom-card-worker: cannot open the state store: {error}", file=sys.stderr)  # noqa: T201
-            return EXIT_CONFIG
-        if not await self.check_durability():
-            await self.store.close()
-            return EXIT_CONFIG
-        self.store_ok, self.store_detail = True, "ok"
-        caller, close_caller = await build_caller(settings, self.metrics)
-        self.caller = caller
-        health = HealthServer(self.metrics, self.readiness, settings.http_host, settings.http_port)
-        port = await health.start()
-        log.info("http server listening", host=settings.http_host, port=port)
-        topology = Topology(
-            command_queue=settings.command_queue,
-            result_queue=settings.result_queue,
-            dead_letter_queue=settings.dead_letter_queue,
-            delay_queue=settings.delay_queue,
-            queue_type=settings.queue_type,
-        )
-        self.broker = Broker(
-            settings.amqp_url,
-            topology,
-            prefetch=settings.prefetch,
-            publish_timeout=settings.publish_timeout,
-            connection_name=f"wecom-card-worker {settings.instance_id}",
-        )
-        pipeline = Pipeline(
-            apps=AppRegistry(list(settings.apps)),
-            store=self.store,
-            caller=caller,
-            claims=self.claims,
-            max_message_bytes=settings.max_message_bytes,
-            max_limiter_wait=settings.max_limiter_wait,
-        )
-        self.consumer = CommandConsumer(self.broker, pipeline, self.metrics)
-        broker = self.broker
+        self.parts = parts
+        self.metrics = metrics
+        self.stopping = stopping
+        self.store_ok = True
+        self.store_detail = "ok"
+        broker = parts.broker
         # Read at scrape time, not only when a probe asks /readyz.
-        self.metrics.broker_connected.set_function(
+        metrics.broker_connected.set_function(
             lambda: float(broker.connected and broker.consumer_attached)
         )
+
+    async def serve(self) -> int:
+        """Report durability, listen, connect, consume until stopped; the exit code."""
+        settings, parts = self.settings, self.parts
+        if not await self.check_durability():
+            return EXIT_CONFIG
+        health = HealthServer(self.metrics, self.readiness, settings.http_host, settings.http_port)
+        try:
+            port = await health.start()
+        except OSError as error:
+            return refuse(
+                f"WECOM_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port} "
+                f"({error.strerror or error})"
+            )
+        log.info("http server listening", host=settings.http_host, port=port)
+        background: list[asyncio.Task[None]] = []
         code = EXIT_OK
         try:
-            connect = asyncio.create_task(self.broker.connect())
+            connect = asyncio.create_task(parts.broker.connect())
             stop = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait({connect, stop}, return_when=asyncio.FIRST_COMPLETED)
             if connect in done:
                 stop.cancel()
                 connect.result()
                 tune_garbage_collector()
-                await self.broker.consume(self.consumer.on_message)
-                self.background = [
+                await parts.broker.consume(parts.consumer.on_delivery)
+                background = [
                     asyncio.create_task(self.renew_leases(), name="lease-renewal"),
                     asyncio.create_task(self.watch_store(), name="store-check"),
                 ]
                 await self.stopping.wait()
             else:
                 connect.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BrokerError):
+                    await connect
         except BrokerError as error:
-            log.error("broker refused the topology", error=str(error))
-            code = EXIT_CONFIG
+            log.error("the broker refused the worker", error=str(error))
+            code = refuse(f"{error.setting}: {error}")
         finally:
-            await self.shutdown(health, close_caller)
+            await self.shutdown(background)
+            await health.stop()
         return code
 
-    async def shutdown(self, health: HealthServer, close_caller: object) -> None:
-        """Stop consuming, finish in-flight commands (bounded), close everything."""
+    async def shutdown(self, background: list[asyncio.Task[None]]) -> None:
+        """Stop consuming, finish in-flight commands (bounded); the exit stack closes the rest."""
         started = time.monotonic()
         log.info("stopping: no new commands; finishing those in flight")
-        if self.broker is not None:
-            await self.broker.stop_consuming()
-        cut = 0
-        if self.consumer is not None:
-            cut = await self.consumer.drain(self.settings.shutdown_grace)
-        for task in self.background:
+        await self.parts.broker.stop_consuming()
+        cut = await self.parts.consumer.drain(self.settings.shutdown_grace)
+        unrecorded = await self.parts.pipeline.wait_recorded(RECORDING_GRACE)
+        if unrecorded:
+            log.error(
+                "outcomes of calls could not be recorded before exit; their codes stay claimed "
+                "until the lease ends and their redeliveries may end indeterminate",
+                count=unrecorded,
+            )
+        for task in background:
             task.cancel()
-        for task in self.background:
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.broker is not None:
-            await self.broker.close()
-        if callable(close_caller):
-            await close_caller()
-        if self.store is not None:
-            await self.store.close()
-        await health.stop()
         log.info("stopped", unfinished=cut, seconds=round(time.monotonic() - started, 3))
 
     async def check_durability(self) -> bool:
         """Report the store's durability; refuse to start when required and missing."""
-        assert self.store is not None
-        report = await self.store.report()
+        report = await self.parts.store.report()
         self.metrics.store_durable.set(1 if report.durable else 0)
         if report.durable:
             log.info(
@@ -223,25 +203,23 @@ class Service:
             **report.details,
         )
         if self.settings.require_durable_store:
-            print(  # noqa: T201 - the operator's one line
-                "wecom-card-worker: WECOM_REQUIRE_DURABLE_STORE is set and the state store is not "
-                f"durable: {'; '.join(report.problems)}",
-                file=sys.stderr,
+            refuse(
+                "WECOM_REQUIRE_DURABLE_STORE is set and the state store is not durable: "
+                + "; ".join(report.problems)
             )
             return False
         return True
 
     async def renew_leases(self) -> None:
         """Extend the leases of claims held, every third of a lease."""
-        assert self.store is not None
         interval = self.settings.claim_lease / 3
         while True:
             await asyncio.sleep(interval)
-            held = self.claims.snapshot()
+            held = self.parts.claims.snapshot()
             if not held:
                 continue
             try:
-                recreated = await self.store.renew(held)
+                recreated = await self.parts.store.renew(held)
             except StoreUnavailable as error:
                 log.error("lease renewal failed", error=str(error))
                 continue
@@ -250,27 +228,31 @@ class Service:
                 log.warning("claims were gone at renewal and were written again", count=recreated)
 
     async def watch_store(self) -> None:
-        """Ping the state store so /readyz knows whether it answers."""
-        assert self.store is not None
+        """Ping the state store every second so /readyz knows whether it answers."""
         while True:
             await asyncio.sleep(STORE_CHECK_INTERVAL)
             try:
-                await asyncio.wait_for(self.store.ping(), STORE_CHECK_INTERVAL)
-                self.store_ok, self.store_detail = True, "ok"
+                await asyncio.wait_for(self.parts.store.ping(), STORE_CHECK_INTERVAL)
             except (StoreUnavailable, TimeoutError) as error:
                 if self.store_ok:
                     log.error("state store unreachable", error=str(error) or "timeout")
                 self.store_ok, self.store_detail = False, str(error) or "ping timed out"
+            else:
+                if not self.store_ok:
+                    log.info("state store answers again")
+                self.store_ok, self.store_detail = True, "ok"
 
     def readiness(self) -> Readiness:
         """Broker connected, consumer attached, state store answering."""
-        broker = self.broker
-        connected = broker is not None and broker.connected
-        consuming = broker is not None and broker.consumer_attached
-        store_ok = self.store_ok and not (self.consumer is not None and self.consumer.store_failing)
-        checks = {"broker": connected, "consumer": consuming, "state_store": store_ok}
+        broker = self.parts.broker
+        store_ok = self.store_ok and not self.parts.consumer.store_failing
+        checks = {
+            "broker": broker.connected,
+            "consumer": broker.consumer_attached,
+            "state_store": store_ok,
+        }
         detail = {"state_store": self.store_detail}
-        untrusted = self.caller.untrusted_corps if self.caller is not None else frozenset()
+        untrusted = self.parts.caller.untrusted_corps
         if untrusted:
             # 60020: WeCom refuses this replica's IP for these corps; calls for them fail.
             detail["wecom_ip_not_trusted"] = ",".join(sorted(untrusted))

@@ -19,40 +19,58 @@ from urllib.parse import urlsplit
 
 from worker.apps import App
 from worker.errors import SettingsError
+from worker.faultpoints import SETTING as FAULT_POINT_SETTING
+from worker.faultpoints import FaultPoint, parse_fault_point
+from worker.ratelimit import Window, parse_rate_limit
+from worker.redact import redact_url
 
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
+DEFAULT_STATE_URL = "sqlite:///./wecom-worker-state.sqlite3"
 DEFAULT_RATE_LIMIT = "10000/min,150000/h"
+DEFAULT_COMMAND_QUEUE = "wecom.card_update.commands"
+DEFAULT_RESULT_QUEUE = "wecom.card_update.results"
+DEFAULT_DEAD_LETTER_QUEUE = "wecom.card_update.dead"
+DEFAULT_HTTP_HOST = "0.0.0.0"  # noqa: S104 - the pod's probe and scrape port; tests bind 127.0.0.1
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The worker's configuration. ``repr`` shows no secret."""
+    """The worker's configuration, parsed. ``repr`` shows no secret.
+
+    Defaults live in :func:`load_settings` only (and in the ``DEFAULT_*`` constants).
+    """
 
     amqp_url: str = field(repr=False)
     api_base: str
     apps: tuple[App, ...]
-    state_url: str
-    rate_limit: str
-    command_queue: str = "wecom.card_update.commands"
-    result_queue: str = "wecom.card_update.results"
-    dead_letter_queue: str = "wecom.card_update.dead"
-    delay_queue: str = "wecom.card_update.commands.delay"
-    queue_type: Literal["quorum", "classic"] = "quorum"
-    prefetch: int = 256
-    concurrency: int = 64
-    http_port: int = 8080
-    http_host: str = "0.0.0.0"  # noqa: S104 - the pod's probe and scrape port; tests bind 127.0.0.1
-    log_format: Literal["json", "console"] = "json"
-    log_level: str = "info"
-    max_message_bytes: int = 256 * 1024
-    call_timeout: float = 10.0
-    retry_budget: float = 30.0
-    max_limiter_wait: float = 20.0
-    claim_lease: float = 60.0
-    shutdown_grace: float = 25.0
-    publish_timeout: float = 10.0
-    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    require_durable_store: bool = False
-    instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    state_url: str = field(repr=False)
+    rate_limit: str  # as given, for the start-up log line
+    rate_windows: tuple[Window, ...]
+    command_queue: str
+    result_queue: str
+    dead_letter_queue: str
+    delay_queue: str
+    queue_type: Literal["quorum", "classic"]
+    prefetch: int
+    concurrency: int
+    http_port: int
+    http_host: str
+    log_format: Literal["json", "console"]
+    log_level: str
+    max_message_bytes: int
+    call_timeout: float
+    retry_budget: float
+    max_limiter_wait: float
+    claim_lease: float
+    shutdown_grace: float
+    publish_timeout: float
+    sqlite_synchronous: Literal["FULL", "NORMAL"]
+    require_durable_store: bool
+    redis_wait_replicas: int
+    redis_password: str | None = field(repr=False)
+    instance_id: str
+    fault_point: FaultPoint | None  # test-only, see worker.faultpoints
 
     @property
     def amqp_url_safe(self) -> str:
@@ -64,14 +82,12 @@ class Settings:
         """The state store URL without its password, for logs."""
         return redact_url(self.state_url)
 
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host:port/path``: never log a password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    @property
+    def sqlite_path(self) -> str | None:
+        """The file of a ``sqlite:///PATH`` state store; None for Redis."""
+        if self.state_url.startswith("sqlite:"):
+            return sqlite_path(self.state_url)
+        return None
 
 
 class Environment:
@@ -153,34 +169,32 @@ class Environment:
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Settings from an environment mapping (normally ``os.environ``)."""
     env = Environment(environ)
-    amqp_url = env.text("WECOM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    amqp_url = env.text("WECOM_AMQP_URL", DEFAULT_AMQP_URL)
     if urlsplit(amqp_url).scheme not in {"amqp", "amqps"}:
         raise SettingsError("WECOM_AMQP_URL", "must start with amqp:// or amqps://")
-    api_base = env.text("WECOM_API_BASE", "https://qyapi.weixin.qq.com").rstrip("/")
+    api_base = env.text("WECOM_API_BASE", DEFAULT_API_BASE).rstrip("/")
     if urlsplit(api_base).scheme not in {"http", "https"} or not urlsplit(api_base).netloc:
         raise SettingsError("WECOM_API_BASE", f"must be an http(s) URL, got {api_base!r}")
-    state_url = env.text("WECOM_STATE_URL", "sqlite:///./wecom-worker-state.sqlite3")
+    state_url = env.text("WECOM_STATE_URL", DEFAULT_STATE_URL)
     check_state_url(state_url)
     rate_limit = env.text("WECOM_RATE_LIMIT", DEFAULT_RATE_LIMIT)
-    from worker.ratelimit import parse_rate_limit  # noqa: PLC0415 - keeps settings import-light
-
-    parse_rate_limit(rate_limit, "WECOM_RATE_LIMIT")
-    command_queue = env.text("WECOM_COMMAND_QUEUE", "wecom.card_update.commands")
+    command_queue = env.text("WECOM_COMMAND_QUEUE", DEFAULT_COMMAND_QUEUE)
     return Settings(
         amqp_url=amqp_url,
         api_base=api_base,
         apps=load_apps(env),
         state_url=state_url,
         rate_limit=rate_limit,
+        rate_windows=parse_rate_limit(rate_limit, "WECOM_RATE_LIMIT"),
         command_queue=command_queue,
-        result_queue=env.text("WECOM_RESULT_QUEUE", "wecom.card_update.results"),
-        dead_letter_queue=env.text("WECOM_DEAD_LETTER_QUEUE", "wecom.card_update.dead"),
+        result_queue=env.text("WECOM_RESULT_QUEUE", DEFAULT_RESULT_QUEUE),
+        dead_letter_queue=env.text("WECOM_DEAD_LETTER_QUEUE", DEFAULT_DEAD_LETTER_QUEUE),
         delay_queue=env.text("WECOM_DELAY_QUEUE", f"{command_queue}.delay"),
         queue_type=env.choice("WECOM_QUEUE_TYPE", "quorum", ("quorum", "classic")),  # type: ignore[arg-type]
         prefetch=env.integer("WECOM_PREFETCH", 256, 1, 65535),
         concurrency=env.integer("WECOM_CONCURRENCY", 64, 1, 10000),
         http_port=env.integer("WECOM_HTTP_PORT", 8080, 0, 65535),
-        http_host=env.text("WECOM_HTTP_HOST", "0.0.0.0"),  # noqa: S104 - see Settings.http_host
+        http_host=env.text("WECOM_HTTP_HOST", DEFAULT_HTTP_HOST),
         log_format=env.choice("WECOM_LOG_FORMAT", "json", ("json", "console")),  # type: ignore[arg-type]
         log_level=env.choice(
             "WECOM_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
@@ -194,6 +208,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         publish_timeout=env.seconds("WECOM_PUBLISH_TIMEOUT", 10.0, 0.1, 600.0),
         sqlite_synchronous=env.choice("WECOM_SQLITE_SYNCHRONOUS", "FULL", ("FULL", "NORMAL")),  # type: ignore[arg-type]
         require_durable_store=env.flag("WECOM_REQUIRE_DURABLE_STORE", default=False),
+        redis_wait_replicas=env.integer("WECOM_REDIS_WAIT_REPLICAS", 0, 0, 16),
+        redis_password=env.get("WECOM_REDIS_PASSWORD"),
+        instance_id=secrets.token_hex(6),
+        fault_point=parse_fault_point(env.get(FAULT_POINT_SETTING)),
     )
 
 

@@ -1,38 +1,151 @@
-"""Builds the WeCom side of the worker from settings: session, tokens, limiters, client."""
+"""The one place that builds the worker's parts from settings and closes them in reverse order.
+
+:func:`build_parts` is an async context manager over an :class:`AsyncExitStack`:
+each part is registered with its close as soon as it exists, so a failure half
+way through start-up closes exactly what was opened, and a normal exit closes
+the broker first (its last acks), then the HTTP session, then the state store.
+Which state store, rate limiter and token store is decided here, by the
+scheme of ``WECOM_STATE_URL``; nothing else looks at it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aiohttp
 
+from worker.amqp import Broker, Topology
+from worker.apps import AppRegistry
 from worker.concurrency import CorpConcurrency
+from worker.consumer import CommandConsumer
+from worker.errors import SettingsError
+from worker.faultpoints import FaultPoint
 from worker.metrics import Metrics
-from worker.ratelimit import LocalRateLimiter, parse_rate_limit
+from worker.pipeline import HeldClaims, Pipeline
+from worker.ports import RateLimiter, StateStore
+from worker.ratelimit import LocalRateLimiter
 from worker.settings import Settings
 from worker.wecom.client import WeComClient, create_session
 from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import TokenCache
+from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore
 
 
-async def build_caller(
-    settings: Settings, metrics: Metrics
-) -> tuple[WeComClient, Callable[[], Awaitable[None]]]:
-    """The WeCom client for the pipeline, and how to close what it holds."""
-    timeout = aiohttp.ClientTimeout(
-        total=settings.call_timeout, connect=min(5.0, settings.call_timeout)
-    )
-    session = create_session(settings.concurrency, timeout=timeout)
-    tokens = TokenCache(session, settings.api_base, metrics)
-    limiter = LocalRateLimiter(parse_rate_limit(settings.rate_limit))
-    client = WeComClient(
-        session,
-        settings.api_base,
-        tokens=tokens,
-        limiter=limiter,
-        concurrency=CorpConcurrency(settings.concurrency),
-        metrics=metrics,
-        max_in_flight=settings.concurrency,
-        policy=RetryPolicy(budget=settings.retry_budget),
-    )
-    return client, session.close
+@dataclass(frozen=True)
+class Parts:
+    """Every long-lived part of a running worker, built and ready."""
+
+    store: StateStore
+    caller: WeComClient
+    broker: Broker
+    pipeline: Pipeline
+    consumer: CommandConsumer
+    claims: HeldClaims
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What replicas share through the state store's backend (or keep in process)."""
+
+    store: StateStore
+    limiter: RateLimiter
+    tokens: TokenStore
+
+
+@contextlib.asynccontextmanager
+async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Parts]:
+    """Open every part for ``settings``; close them in reverse order on the way out.
+
+    Raises :class:`worker.errors.StoreLocked`, :class:`worker.errors.StoreUnavailable`
+    or :class:`SettingsError` when the state store cannot be opened.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        shared = await open_shared(settings, stack)
+        timeout = aiohttp.ClientTimeout(
+            total=settings.call_timeout, connect=min(5.0, settings.call_timeout)
+        )
+        session = create_session(
+            settings.concurrency, timeout=timeout, trace_configs=fault_traces(settings.fault_point)
+        )
+        stack.push_async_callback(session.close)
+        caller = WeComClient(
+            session,
+            settings.api_base,
+            tokens=TokenCache(session, settings.api_base, metrics, store=shared.tokens),
+            limiter=shared.limiter,
+            concurrency=CorpConcurrency(settings.concurrency),
+            metrics=metrics,
+            max_in_flight=settings.concurrency,
+            policy=RetryPolicy(budget=settings.retry_budget),
+        )
+        broker = Broker(
+            settings.amqp_url,
+            Topology(
+                command_queue=settings.command_queue,
+                result_queue=settings.result_queue,
+                dead_letter_queue=settings.dead_letter_queue,
+                delay_queue=settings.delay_queue,
+                queue_type=settings.queue_type,
+            ),
+            prefetch=settings.prefetch,
+            publish_timeout=settings.publish_timeout,
+            connection_name=f"wecom-card-worker {settings.instance_id}",
+        )
+        stack.push_async_callback(broker.close)
+        claims = HeldClaims()
+        pipeline = Pipeline(
+            apps=AppRegistry(list(settings.apps)),
+            store=shared.store,
+            caller=caller,
+            claims=claims,
+            max_message_bytes=settings.max_message_bytes,
+            max_limiter_wait=settings.max_limiter_wait,
+            fault=settings.fault_point,
+        )
+        consumer = CommandConsumer(broker, pipeline, metrics)
+        yield Parts(
+            store=shared.store,
+            caller=caller,
+            broker=broker,
+            pipeline=pipeline,
+            consumer=consumer,
+            claims=claims,
+        )
+
+
+async def open_shared(settings: Settings, stack: contextlib.AsyncExitStack) -> Shared:
+    """The state store, rate limiter and token store ``WECOM_STATE_URL`` calls for."""
+    path = settings.sqlite_path
+    if path is not None:
+        from worker.state.sqlite import SqliteStateStore  # noqa: PLC0415 - per-backend import
+
+        store = await SqliteStateStore.open(
+            path,
+            owner=settings.instance_id,
+            lease_seconds=settings.claim_lease,
+            synchronous=settings.sqlite_synchronous,
+        )
+        stack.push_async_callback(store.close)
+        return Shared(
+            store=store,
+            limiter=LocalRateLimiter(settings.rate_windows),
+            tokens=MemoryTokenStore(),
+        )
+    raise SettingsError("WECOM_STATE_URL", f"no state store for {settings.state_url_safe}")
+
+
+def fault_traces(fault: FaultPoint | None) -> list[aiohttp.TraceConfig]:
+    """The ``request_written`` fault point: fires once a request's body went out (tests only)."""
+    if fault is None or fault.point != "request_written":
+        return []
+
+    async def on_chunk_sent(
+        _session: object, _context: object, params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
+        if params.method == "POST":  # update_template_card, not gettoken
+            fault("request_written")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(on_chunk_sent)
+    return [trace]

@@ -1,5 +1,6 @@
 """Talking to WeCom: access tokens, update_template_card with retries, errcode classification."""
 
+from worker.errors import TokenError, TokenRejected, TokenUnavailable
 from worker.wecom.client import WeComClient, create_session
 from worker.wecom.errcodes import Action, classify
 from worker.wecom.retry import RetryPolicy
@@ -7,10 +8,7 @@ from worker.wecom.tokens import (
     MemoryTokenStore,
     StoredToken,
     TokenCache,
-    TokenError,
-    TokenRejected,
     TokenStore,
-    TokenUnavailable,
 )
 
 __all__ = [

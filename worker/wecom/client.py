@@ -45,10 +45,11 @@ import msgspec
 import structlog
 from yarl import URL
 
-from worker.ports import CallOutcome, TooLong
+from worker.errors import TokenRejected, TokenUnavailable
+from worker.ports import Answered, CallOutcome, Deferred, NotSent, TooLong, Unsettled
 from worker.wecom.errcodes import Action, classify, frequency_block_until
 from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import TokenRejected, TokenUnavailable, describe_error
+from worker.wecom.tokens import describe_error
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -56,9 +57,9 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
     from worker.apps import App
-    from worker.concurrency import CorpConcurrency
+    from worker.concurrency import CorpConcurrency, CorpSlots
     from worker.metrics import Metrics
-    from worker.ports import CallErrorCode, CallStatus, RateLimiter
+    from worker.ports import RateLimiter
     from worker.wecom.tokens import TokenCache
 
 log = structlog.get_logger("worker.wecom.client")
@@ -75,7 +76,10 @@ _HTTP_GATEWAY_TIMEOUT: Final = 504
 
 
 def create_session(
-    max_connections: int, *, timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT
+    max_connections: int,
+    *,
+    timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
 ) -> aiohttp.ClientSession:
     """The one ClientSession of a process: pooled keep-alive connections, explicit timeouts.
 
@@ -85,7 +89,9 @@ def create_session(
     connector = aiohttp.TCPConnector(
         limit=max_connections + TOKEN_CONNECTIONS, ttl_dns_cache=300, keepalive_timeout=15.0
     )
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, raise_for_status=False, trace_configs=trace_configs
+    )
 
 
 class _Answer(msgspec.Struct):
@@ -114,6 +120,7 @@ class _Call:
     errmsg: str | None = None
     problem: str = ""  # the last thing that went wrong, for the ending's message
     unsettled: str = ""  # why the code may be spent, once it may be
+    backoff: float = 0.0  # seconds to wait before the next attempt
 
     def may_have_reached_wecom(self, why: str) -> None:
         """This attempt may have spent the code without a usable answer."""
@@ -186,6 +193,9 @@ class WeComClient:
             outcome = await self._attempt(call, body, max_limiter_wait)
             if outcome is not None:
                 return outcome
+            if call.backoff:  # slept here, with no place in flight held
+                await self._sleep(call.backoff)
+                call.backoff = 0.0
 
     async def _attempt(
         self, call: _Call, body: bytes, max_limiter_wait: float
@@ -203,14 +213,46 @@ class WeComClient:
                 return fetched
             token = fetched
         corp_id = call.app.corp_id
-        max_wait = max_limiter_wait
-        if call.maybe_spent:
-            max_wait = max(max_wait, call.deadline - self._clock())
-        slot = await self._limiter.acquire(corp_id, max_wait)
-        if isinstance(slot, TooLong):
-            return self._deferred(call, slot.wait, max_wait)
-        self._observe_wait(corp_id, slot.waited)
-        return await self._send(call, token, body)
+        corp_slots = self._concurrency.slot(corp_id)
+        if not await self._hold_slots(corp_slots, call):
+            return self._exhausted(call)
+        try:
+            max_wait = max_limiter_wait
+            if call.maybe_spent:
+                max_wait = max(max_wait, call.deadline - self._clock())
+            slot = await self._limiter.acquire(corp_id, max_wait)
+            if isinstance(slot, TooLong):
+                return self._deferred(call, slot.wait, max_wait)
+            self._observe_wait(corp_id, slot.waited)
+            return await self._send(call, token, body)
+        finally:
+            self._in_flight.release()
+            corp_slots.release()
+
+    async def _hold_slots(self, corp_slots: CorpSlots, call: _Call) -> bool:
+        """A place among the corp's and the process's calls in flight, before the rate-limit slot.
+
+        In this order a granted rate-limit slot is used at once: a slot reserved
+        first and used after a long wait for concurrency would bunch calls up
+        at WeCom. The wait is bounded by the rest of the retry budget (False:
+        it ran out). A free place is taken without yielding to the event loop.
+        """
+        if corp_slots.free and not self._in_flight.locked():
+            await corp_slots.acquire()
+            await self._in_flight.acquire()
+            return True
+        call.problem = "no free place among the calls in flight"
+        try:
+            async with asyncio.timeout(max(call.deadline - self._clock(), 0.0)):
+                await corp_slots.acquire()
+                try:
+                    await self._in_flight.acquire()
+                except BaseException:
+                    corp_slots.release()
+                    raise
+        except TimeoutError:
+            return False
+        return True
 
     async def _fetch_token(self, call: _Call) -> str | CallOutcome | None:
         """A token from gettoken, or how the call ends (None: retry after the backoff)."""
@@ -218,7 +260,7 @@ class WeComClient:
             return await self._tokens.get(call.app)
         except TokenRejected as exc:
             call.errcode, call.errmsg = exc.errcode, exc.errmsg
-            return self._refused(call, str(exc))
+            return self._refused(call, str(exc), answered=False)
         except TokenUnavailable as exc:
             return await self._retry(call, "gettoken", str(exc))
 
@@ -228,7 +270,7 @@ class WeComClient:
         corp_id = app.corp_id
         call.attempts += 1
         try:
-            status, payload = await self._post(corp_id, self._url_for(token), body)
+            status, payload = await self._post(self._url_for(token), body)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             self._count_call(corp_id, "network")
             return await self._retry(call, "connect", describe_error(exc, token, app.secret))
@@ -260,15 +302,14 @@ class WeComClient:
             self._urls[token] = url
         return url
 
-    async def _post(self, corp_id: str, url: URL, body: bytes) -> tuple[int, bytes]:
-        """One POST inside the corp's and the process's in-flight limits: (status, body)."""
-        async with self._concurrency.slot(corp_id), self._in_flight:
-            started = time.perf_counter()
-            try:
-                async with self._session.post(url, data=body, headers=_JSON_HEADERS) as response:
-                    return response.status, await response.read()
-            finally:
-                self._metrics.api_latency.observe(time.perf_counter() - started)
+    async def _post(self, url: URL, body: bytes) -> tuple[int, bytes]:
+        """One POST (its places in flight already held): (status, body)."""
+        started = time.perf_counter()
+        try:
+            async with self._session.post(url, data=body, headers=_JSON_HEADERS) as response:
+                return response.status, await response.read()
+        finally:
+            self._metrics.api_latency.observe(time.perf_counter() - started)
 
     async def _http_error(self, call: _Call, status: int) -> CallOutcome | None:
         """A non-200 answer: 5xx and 429 are retried, anything else fails the call."""
@@ -279,7 +320,7 @@ class WeComClient:
             self._count_call(call.app.corp_id, "http_5xx")
             return await self._retry(call, "http_5xx", problem)
         self._count_call(call.app.corp_id, "http_4xx")
-        return self._refused(call, problem)
+        return self._refused(call, problem, answered=False)
 
     async def _act(
         self, call: _Call, action: Action, answer: _Answer, token: str
@@ -309,14 +350,12 @@ class WeComClient:
                 self._concurrency.congested(corp_id)
                 return await self._retry(call, "concurrency_limit", described)
             case Action.CODE_INVALID if not call.maybe_spent:
-                return self._outcome(
-                    call, "failed", "wecom_error", described, spent=action.spends_code
-                )
+                return self._answered_refusal(call, described, spent=action.spends_code)
             case Action.IP_NOT_TRUSTED:
                 self._untrusted.add(corp_id)
                 self._metrics.ip_not_trusted.labels(corp_id).set(1)
                 log.error("wecom.ip_not_trusted", corp_id=corp_id, agentid=app.agentid)
-        return self._refused(call, described)
+        return self._refused(call, described, answered=True)
 
     def _succeeded(self, call: _Call, answer: _Answer) -> CallOutcome:
         """errcode 0: ``ok``, or ``partial`` with the users WeCom found invalid."""
@@ -329,7 +368,7 @@ class WeComClient:
         if isinstance(invalid, str):
             invalid = [user for user in invalid.split("|") if user]
         if not invalid:
-            return CallOutcome(
+            return Answered(
                 status="ok",
                 attempts=call.attempts,
                 errcode=answer.errcode,
@@ -338,7 +377,7 @@ class WeComClient:
                 maybe_spent=call.maybe_spent,
             )
         self._metrics.invalid_users.inc(len(invalid))
-        return CallOutcome(
+        return Answered(
             status="partial",
             attempts=call.attempts,
             errcode=answer.errcode,
@@ -366,7 +405,7 @@ class WeComClient:
         if self._clock() + delay >= call.deadline:
             return self._exhausted(call)
         self._note_retry(call, reason, problem, delay)
-        await self._sleep(delay)
+        call.backoff = delay
         return None
 
     def _note_retry(self, call: _Call, reason: str, problem: str, delay: float) -> None:
@@ -392,22 +431,57 @@ class WeComClient:
             ending += f"; last: {call.problem}"
         if call.maybe_spent:
             return self._unknown(call, ending)
-        return self._outcome(call, "failed", "retries_exhausted", ending, spent=False)
+        self._log_ending(call, "failed", "retries_exhausted", ending)
+        return NotSent(
+            attempts=call.attempts,
+            errcode=call.errcode,
+            errmsg=call.errmsg,
+            error_code="retries_exhausted",
+            error_message=ending,
+        )
 
-    def _refused(self, call: _Call, message: str) -> CallOutcome:
-        """A refusal retrying cannot fix: ``failed``, or ``indeterminate`` after a lost answer."""
+    def _refused(self, call: _Call, message: str, *, answered: bool) -> CallOutcome:
+        """A refusal retrying cannot fix: ``failed``, or ``indeterminate`` after a lost answer.
+
+        ``answered``: WeCom's update_template_card answered it (an errcode); else
+        the refusal came before the call (gettoken) or from HTTP itself.
+        """
         if call.maybe_spent:
             return self._unknown(call, message)
-        return self._outcome(call, "failed", "wecom_error", message, spent=False)
+        if answered:
+            return self._answered_refusal(call, message, spent=False)
+        self._log_ending(call, "failed", "wecom_error", message)
+        return NotSent(
+            attempts=call.attempts,
+            errcode=call.errcode,
+            errmsg=call.errmsg,
+            error_code="wecom_error",
+            error_message=message,
+        )
 
-    def _unknown(self, call: _Call, message: str) -> CallOutcome:
+    def _answered_refusal(self, call: _Call, message: str, *, spent: bool) -> Answered:
+        """WeCom refused the update with an errcode; ``spent`` when the refusal used the code."""
+        self._log_ending(call, "failed", "wecom_error", message)
+        return Answered(
+            status="failed",
+            attempts=call.attempts,
+            errcode=call.errcode,
+            errmsg=call.errmsg,
+            spent=spent,
+            error_message=message,
+        )
+
+    def _unknown(self, call: _Call, message: str) -> Unsettled:
         """Some attempt may have reached WeCom and nothing since settled whether it did."""
         message = (
             f"the code may be spent ({call.unsettled}) and nothing since settled it; {message}"
         )
-        return self._outcome(call, "indeterminate", "outcome_unknown", message, spent=True)
+        self._log_ending(call, "indeterminate", "outcome_unknown", message)
+        return Unsettled(
+            attempts=call.attempts, errcode=call.errcode, errmsg=call.errmsg, error_message=message
+        )
 
-    def _deferred(self, call: _Call, wait: float, max_wait: float) -> CallOutcome:
+    def _deferred(self, call: _Call, wait: float, max_wait: float) -> Deferred:
         """No rate-limit slot within ``max_wait``: hand the command back, code not spent."""
         corp_id = call.app.corp_id
         log.info(
@@ -419,29 +493,19 @@ class WeComClient:
             wait=round(wait, 3),
             maybe_spent=call.maybe_spent,
         )
-        return CallOutcome(
-            status="deferred",
+        return Deferred(
             attempts=call.attempts,
-            errcode=call.errcode,
-            errmsg=call.errmsg,
-            error_message=(
+            until=self._wall_clock() + wait,
+            reason=(
                 f"no rate-limit slot for corp {corp_id} within {max_wait:.1f} s "
                 f"(next in {wait:.1f} s)"
             ),
-            spent=False,
             maybe_spent=call.maybe_spent,
-            defer_until=self._wall_clock() + wait,
+            errcode=call.errcode,
+            errmsg=call.errmsg,
         )
 
-    def _outcome(
-        self,
-        call: _Call,
-        status: CallStatus,
-        error_code: CallErrorCode,
-        message: str,
-        *,
-        spent: bool,
-    ) -> CallOutcome:
+    def _log_ending(self, call: _Call, status: str, error_code: str, message: str) -> None:
         """An ending with an error, logged once."""
         log.warning(
             "wecom.call_failed",
@@ -452,16 +516,6 @@ class WeComClient:
             status=status,
             error_code=error_code,
             message=message,
-        )
-        return CallOutcome(
-            status=status,
-            attempts=call.attempts,
-            errcode=call.errcode,
-            errmsg=call.errmsg,
-            error_code=error_code,
-            error_message=message,
-            spent=spent,
-            maybe_spent=call.maybe_spent,
         )
 
     def _observe_wait(self, corp_id: str, waited: float) -> None:

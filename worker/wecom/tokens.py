@@ -6,14 +6,14 @@ it asks the shared :class:`TokenStore` first, so replicas sharing a store
 (Redis, later) do not all call gettoken, then gettoken itself.
 
 Neither the secret nor a token ever appears in an exception message, a log
-line or a metric label: errors are described by their class and a scrubbed text.
+line or a metric label: errors are described by their class and a text masked by
+:mod:`worker.redact`, which also remembers every secret and token seen here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +23,9 @@ import aiohttp
 import msgspec
 import structlog
 
-from worker.errors import WorkerError
+from worker import redact
+from worker.errors import TokenRejected, TokenUnavailable
+from worker.redact import redact_text, remember_secret
 from worker.wecom.errcodes import gettoken_retryable
 
 if TYPE_CHECKING:
@@ -36,28 +38,8 @@ GETTOKEN_PATH: Final = "/cgi-bin/gettoken"
 MAX_MARGIN: Final = 300.0  # refresh 5 minutes before expiry ...
 MARGIN_FRACTION: Final = 0.1  # ... or at 90 % of the lifetime, whichever comes later
 _HTTP_OK: Final = 200
-_SECRET_IN_TEXT: Final = re.compile(r"(access_token|corpsecret)=[^&\s\"']*")
 
-
-class TokenError(WorkerError):
-    """gettoken gave no token."""
-
-
-class TokenRejected(TokenError):
-    """gettoken refused the app's credentials (wrong corp id or secret...): retrying cannot help."""
-
-    def __init__(self, errcode: int, errmsg: str) -> None:
-        self.errcode = errcode
-        self.errmsg = errmsg
-        super().__init__(f"gettoken refused the credentials: errcode {errcode} ({errmsg})")
-
-
-class TokenUnavailable(TokenError):
-    """gettoken could not be reached or answered -1 / 5xx: worth another try."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"gettoken unavailable: {reason}")
+describe_error = redact.describe_error  # the client's import of it from here keeps working
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,22 +112,6 @@ def use_until(now: float, expires_in: float) -> float:
     return now + expires_in - min(MAX_MARGIN, MARGIN_FRACTION * expires_in)
 
 
-def scrub(text: str, *secrets: str) -> str:
-    """``text`` with token and secret query values and every given secret masked."""
-    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}=***", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def describe_error(exc: BaseException, *secrets: str) -> str:
-    """``exc`` fit to log: its class and scrubbed message (aiohttp's messages may hold URLs)."""
-    message = scrub(str(exc), *secrets)
-    name = type(exc).__name__
-    return f"{name}: {message}" if message else name
-
-
 class TokenCache:
     """access_tokens of every app, fetched from ``{api_base}/cgi-bin/gettoken`` on demand."""
 
@@ -208,6 +174,7 @@ class TokenCache:
         key = token_key(app)
         shared = await self._store.load(key)
         if shared is not None and self._clock() < shared.use_until:
+            remember_secret(shared.access_token)
             self._tokens[app] = shared
             return shared
         token = await self._fetch(app)
@@ -217,6 +184,7 @@ class TokenCache:
 
     async def _fetch(self, app: App) -> StoredToken:
         """One gettoken call, counted in ``wecom_token_refreshes_total``."""
+        remember_secret(app.secret)
         params = {"corpid": app.corp_id, "corpsecret": app.secret}
         asked_at = self._clock()  # the token's lifetime runs from before the request, to be safe
         try:
@@ -224,14 +192,14 @@ class TokenCache:
                 status = response.status
                 payload = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._unavailable(app, describe_error(exc, app.secret)) from None
+            raise self._unavailable(app, redact.describe_error(exc, app.secret)) from None
         if status != _HTTP_OK:
             raise self._unavailable(app, f"gettoken answered HTTP {status}")
         try:
             answer = _ANSWER_DECODER.decode(payload)
         except msgspec.DecodeError:
             raise self._unavailable(app, "the answer is not gettoken's JSON") from None
-        errmsg = scrub(answer.errmsg, app.secret)
+        errmsg = redact_text(answer.errmsg, app.secret)
         if answer.errcode == 0 and (not answer.access_token or answer.expires_in <= 0):
             raise self._unavailable(app, "gettoken answered errcode 0 without a usable token")
         if gettoken_retryable(answer.errcode):
@@ -246,6 +214,7 @@ class TokenCache:
                 errmsg=errmsg,
             )
             raise TokenRejected(answer.errcode, errmsg)
+        remember_secret(answer.access_token)
         self._metrics.token_refreshes.labels(app.corp_id, "ok").inc()
         log.info(
             "wecom.token_refreshed",

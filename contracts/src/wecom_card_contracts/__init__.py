@@ -12,6 +12,9 @@ and check commands with the same Structs the worker decodes::
 
 The package's version is the version of the contract (``docs/contract.md``):
 a new major version is a change that can break publishers.
+
+:func:`read_command` judges a delivered body with its AMQP ``content_type``
+and ``content_encoding`` and the size cap, exactly as the worker does.
 """
 
 from wecom_card_contracts.cards import (
@@ -52,6 +55,7 @@ from wecom_card_contracts.codec import (
     validate_command,
 )
 from wecom_card_contracts.command import CODE_LIFETIME_SECONDS, Command
+from wecom_card_contracts.message import MAX_CLOCK_SKEW_SECONDS, media_format, read_command
 from wecom_card_contracts.request import ButtonReplacement, UpdateTemplateCardRequest
 from wecom_card_contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
 from wecom_card_contracts.schema import message_schema, schema_text
@@ -63,6 +67,7 @@ __version__ = CONTRACT_VERSION
 __all__ = [
     "CODE_LIFETIME_SECONDS",
     "CONTRACT_VERSION",
+    "MAX_CLOCK_SKEW_SECONDS",
     "STATUSES",
     "ActionItem",
     "ActionMenu",
@@ -105,8 +110,10 @@ __all__ = [
     "encode_command",
     "encode_request",
     "encode_result",
+    "media_format",
     "message_schema",
     "peek_command_id",
+    "read_command",
     "schema_text",
     "validate_command",
 ]

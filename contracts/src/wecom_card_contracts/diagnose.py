@@ -17,6 +17,7 @@ placeholder never speaks.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
@@ -35,6 +36,13 @@ CARD_TYPE = "card_type"
 DROP: Final = object()
 """A repair that removes the field instead of replacing its value."""
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+MAX_VIOLATIONS = 100
+"""The walk stops after this many problems: a caller fixes a few at a time, and a
+hostile body with a broken item per byte must not cost a message per byte."""
+
+
+class _Enough(Exception):
+    """Raised inside the walk once :data:`MAX_VIOLATIONS` problems are collected."""
 
 
 def diagnose(raw: Any) -> list[Violation]:
@@ -48,10 +56,15 @@ def diagnose(raw: Any) -> list[Violation]:
             )
         ]
     walker = Walker()
-    walker.walk(raw, _command_info(), "", "the command")
+    finished = False
+    with contextlib.suppress(_Enough):
+        walker.walk(raw, _command_info(), "", "the command")
+        finished = True
     request = raw.get("request")
     if isinstance(request, dict):
         walker.check_mode(request)
+    if not finished:
+        return walker.violations  # enough said: a body this broken is not repaired
     return walker.violations + rules_beyond(raw, walker)
 
 
@@ -212,8 +225,10 @@ class Walker:
         """How to set each problem aside: (path, a value of the right type or DROP)."""
 
     def add(self, kind: ViolationKind, path: str, message: str) -> None:
-        """Record one violation."""
+        """Record one violation; stop the walk once there are enough."""
         self.violations.append(Violation(kind, path or None, message))
+        if len(self.violations) >= MAX_VIOLATIONS:
+            raise _Enough
 
     def walk(self, value: Any, t: mi.Type, path: str, here: str) -> None:
         """Check ``value`` against ``t``; ``here`` names the place in words."""
@@ -307,7 +322,8 @@ class Walker:
                 path,
                 f"{name} has {len(value)} items; the seed allows at most {inner.max_length}",
             )
-        for i, item in enumerate(value):
+        # Items past the limit are not looked at: the list must shrink to it anyway.
+        for i, item in enumerate(value[: inner.max_length]):
             self.walk(item, inner.item_type, f"{path}[{i}]", f"{path}[{i}]")
 
     def walk_scalar(self, value: Any, t: mi.Type, inner: mi.Type, path: str) -> None:

@@ -10,6 +10,7 @@ one, allocates nothing but the sets used for uniqueness.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from wecom_card_contracts.cards import (
@@ -117,7 +118,32 @@ def check_command(command: Command) -> list[Violation]:
     """Every rule of the WeCom page and docs/contract.md that the Structs' types cannot say."""
     check = RuleCheck()
     check_request(check, command.request)
+    check_issued_at(check, command.code_issued_at)
     return check.violations
+
+
+ISSUED_AT_ADVICE = (
+    "send the Unix time in seconds at which upstream obtained response_code "
+    "(such as 1764000000.0), or leave code_issued_at out"
+)
+
+
+def check_issued_at(check: RuleCheck, issued_at: float | None) -> None:
+    """R-CMD-ISSUED-TIME: a time a code can have been issued at (NaN would never expire)."""
+    if issued_at is None:
+        return
+    if not math.isfinite(issued_at):
+        check.add(
+            ViolationKind.VALUE,
+            "code_issued_at",
+            f"code_issued_at must be a finite number, got {issued_at}; {ISSUED_AT_ADVICE}",
+        )
+    elif issued_at < 0:
+        check.add(
+            ViolationKind.VALUE,
+            "code_issued_at",
+            f"code_issued_at must not be negative, got {issued_at}; {ISSUED_AT_ADVICE}",
+        )
 
 
 def check_request(check: RuleCheck, request: UpdateTemplateCardRequest) -> None:
