@@ -237,7 +237,11 @@ def _messages(command_ref: dict[str, Any], result_ref: dict[str, Any]) -> dict[s
                     wire.UNROUTABLE_REPLY_TO_HEADER: {
                         "type": "string",
                         "description": "The reply_to queue the result was meant for.",
-                    }
+                    },
+                    wire.UNROUTABLE_REASON_HEADER: {
+                        "type": "string",
+                        "description": "Why it is here instead (no such queue, or it refused).",
+                    },
                 },
             },
             "payload": result_ref,
@@ -260,15 +264,13 @@ def _messages(command_ref: dict[str, Any], result_ref: dict[str, Any]) -> dict[s
 def _dead_letter_headers() -> dict[str, Any]:
     return {
         "type": "object",
-        "required": [
-            wire.ERROR_CODE_HEADER,
-            wire.ERROR_MESSAGE_HEADER,
-            wire.ERROR_PATH_HEADER,
-            wire.COMMAND_ID_HEADER,
-            wire.REJECTED_AT_HEADER,
-        ],
+        "required": [wire.ERROR_CODE_HEADER, wire.ERROR_MESSAGE_HEADER],
         "properties": {
-            wire.ERROR_CODE_HEADER: {"type": "string", "enum": ["invalid_command", "unknown_app"]},
+            wire.ERROR_CODE_HEADER: {
+                "type": "string",
+                "enum": list(wire.DEAD_LETTER_CODES),
+                "description": "internal_error: the worker failed on it repeatedly (no result).",
+            },
             wire.ERROR_MESSAGE_HEADER: {"type": "string", "description": "What to change."},
             wire.ERROR_PATH_HEADER: {
                 "type": "string",

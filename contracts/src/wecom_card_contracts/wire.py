@@ -39,3 +39,7 @@ REJECTED_AT_HEADER: Final = "x-wecom-rejected-at-ms"
 """Headers of a dead-lettered command: why it was rejected, and when (Unix milliseconds)."""
 UNROUTABLE_REPLY_TO_HEADER: Final = "x-unroutable-reply-to"
 """On a result that went to the result queue because its ``reply_to`` queue did not take it."""
+UNROUTABLE_REASON_HEADER: Final = "x-unroutable-reason"
+"""Beside it: why (no queue with that name, or the queue kept refusing the result)."""
+DEAD_LETTER_CODES: Final = ("invalid_command", "unknown_app", "internal_error")
+"""Values of ``x-wecom-error-code``: the two rejections, and a command the worker failed on."""
