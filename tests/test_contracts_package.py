@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.parser
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -23,8 +24,13 @@ CONTRACTS_PROJECT = ROOT / "contracts"
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The contracts wheel, built offline from ``contracts/`` with the venv's setuptools."""
+    """The contracts wheel, built offline from a copy of ``contracts/`` with the venv's setuptools.
+
+    A copy, so the build leaves nothing (``build/``, ``*.egg-info``) in the source tree.
+    """
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "contracts"
+    shutil.copytree(CONTRACTS_PROJECT, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [
             sys.executable,
@@ -36,7 +42,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "--wheel-dir",
             str(out),
-            str(CONTRACTS_PROJECT),
+            str(source),
         ],
         check=True,
         capture_output=True,
