@@ -10,11 +10,12 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY requirements.lock ./
 RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY contracts ./contracts
 COPY worker ./worker
-# The locked setuptools builds the project; then the venv keeps only what runs.
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
+# The locked setuptools builds the two projects (the contracts package first: the worker
+# depends on it); then the venv keeps only what runs.
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ./contracts . \
  && /opt/venv/bin/pip uninstall --yes setuptools pip \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

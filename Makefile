@@ -33,9 +33,10 @@ bench: system $(STAMP)
 system:
 	@bash scripts/ensure-system-packages.sh
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml contracts/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e './contracts[client]'
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/decode.py [--repeats 9] [--target-ms 40] [--json PATH]
 
-Each figure is ``contracts.decode_command`` on the bytes of one command
+Each figure is ``wecom_card_contracts.decode_command`` on the bytes of one command
 (``{"command_id": ..., "request": <seed example>}``): typed decode plus every
 seed rule. The invalid row is the diagnostic path: the seed's text_notice with
 ``agentid`` as a string, which the typed decoder refuses and ``diagnose`` then
@@ -26,8 +26,8 @@ from typing import Any
 
 import msgspec
 
-from contracts import BodyFormat, CommandInvalid, decode_command
-from contracts.examples import seed_examples
+from wecom_card_contracts import BodyFormat, CommandInvalid, decode_command
+from wecom_card_contracts.examples import seed_examples
 
 LARGEST = "news_notice"
 FORMATS: tuple[BodyFormat, ...] = ("json", "msgpack")

@@ -1,4 +1,4 @@
-"""Hostile bodies through ``contracts.read_command``, at volume: inputs per second and peak RSS.
+"""Hostile bodies through ``read_command`` at volume: inputs per second and peak RSS.
 
     .venv/bin/python bench/fuzz.py [--count 100000] [--seed 1] [--json PATH]
     .venv/bin/python bench/fuzz.py --replay N [--seed 1]     # one input, its recipe and verdict
@@ -27,8 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.hostile_bodies, when run as a script
 
-from contracts.examples import seed_examples  # noqa: E402
 from tests.hostile_bodies import MAX_BYTES, hostile_delivery, judge  # noqa: E402
+from wecom_card_contracts.examples import seed_examples  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fuzz.json"
 

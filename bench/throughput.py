@@ -60,8 +60,8 @@ import msgspec
 import uvloop
 from aiormq.abc import DeliveredMessage
 
-from contracts import Result, decode_result, encode_result
-from contracts.examples import seed_examples
+from wecom_card_contracts import Result, decode_result, encode_result
+from wecom_card_contracts.examples import seed_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 import aio_pika
 import msgspec
 
-from contracts import Result, decode_result
-from contracts.examples import seed_examples
 from tests.services import RabbitMQNode, free_port
+from wecom_card_contracts import Result, decode_result
+from wecom_card_contracts.examples import seed_examples
 
 CORP, AGENT, SECRET = "ww-demo-corp", 1000002, "demo-secret"
 QUEUES = {

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Make sure the Debian packages the tests run for real are installed: rabbitmq-server,
 # redis-server, prometheus (promtool and the server) and nodejs/npm (the schema checks of
-# Kubernetes custom resources and AsyncAPI fetch their validators from the npm registry). Idempotent; prints one line on success.
+# Kubernetes custom resources and of docs/asyncapi.json fetch their validators from the npm
+# registry). Idempotent; prints one line on success.
 #
 # As root it installs what is missing. The tests start their own processes on loopback, so the
 # packages' system services must not run: a policy-rc.d forbids starting them during the install

@@ -77,8 +77,9 @@ answers (JSON, HTTP 200), checked in this order:
 
 control API (JSON):
   GET /_sim/health, GET /_sim/calls, GET /_sim/codes/CODE,
+  GET /_sim/codes/CODE/calls (every call that carried CODE, with the body received),
   POST /_sim/codes/expire {{"codes": [...]}}, GET|POST|DELETE /_sim/faults,
-  POST /_sim/reset. See the simulator.control_api module for the shapes.
+  POST /_sim/reset. docs/simulator.md has examples of each.
 """
 
 

@@ -8,6 +8,7 @@ JSON in, JSON out. A request the API cannot use answers HTTP 400
 | `GET /_sim/health` | `{"status": "ok", "in_flight": 0, "calls": 12, "apps": [App, ...]}` |
 | `GET /_sim/calls[?response_code=C][&endpoint=E]` | `{"calls": [CallRecord, ...]}` oldest first |
 | `GET /_sim/codes/{code}` | `CodeStats`: `{"response_code", "calls", "accepted", "status"}` |
+| `GET /_sim/codes/{code}/calls` | `{"code": CodeStats, "calls": [CallRecord, ...]}` with bodies |
 | `POST /_sim/codes/expire` `{"codes": ["c1", ...]}` | `{"codes": [CodeStats, ...]}` |
 | `GET /_sim/faults` | the faults view (below) |
 | `POST /_sim/faults` (body below) | the faults view after the change |
@@ -80,6 +81,13 @@ class CallsView(msgspec.Struct):
     calls: list[CallRecord]
 
 
+class CodeCallsView(msgspec.Struct):
+    """Answer of `GET /_sim/codes/{code}/calls`."""
+
+    code: CodeStats
+    calls: list[CallRecord]
+
+
 class CodesView(msgspec.Struct):
     """Answer of `POST /_sim/codes/expire`."""
 
@@ -139,6 +147,7 @@ class ControlRoutes:
             web.get(f"{PREFIX}/health", self.health),
             web.get(f"{PREFIX}/calls", self.calls),
             web.get(f"{PREFIX}/codes/{{code}}", self.code),
+            web.get(f"{PREFIX}/codes/{{code}}/calls", self.code_calls),
             web.post(f"{PREFIX}/codes/expire", self.expire_codes),
             web.get(f"{PREFIX}/faults", self.faults),
             web.post(f"{PREFIX}/faults", self.add_faults),
@@ -172,6 +181,13 @@ class ControlRoutes:
     async def code(self, request: web.Request) -> web.Response:
         """`GET /_sim/codes/{code}`: how often the code was sent and accepted."""
         return _json(self._state.code_stats(request.match_info["code"]))
+
+    async def code_calls(self, request: web.Request) -> web.Response:
+        """`GET /_sim/codes/{code}/calls`: the update calls that carried the code, with bodies."""
+        code = request.match_info["code"]
+        return _json(
+            CodeCallsView(code=self._state.code_stats(code), calls=self._state.calls_of(code))
+        )
 
     async def expire_codes(self, request: web.Request) -> web.Response:
         """`POST /_sim/codes/expire`: mark codes expired (60140 from now on)."""

@@ -34,6 +34,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     http_status: int | None
     fault: FaultKind | None = None
     accepted: bool = False
+    request: msgspec.Raw | None = None
 
 
 class CodeStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -125,6 +125,10 @@ class SimulatorState:
         """(corp_id, agentid) of every configured app; secrets stay inside."""
         return [(app.corp_id, app.agentid) for app in self.config.apps]
 
+    def calls_of(self, response_code: str) -> list[CallRecord]:
+        """The update calls that carried `response_code`, oldest first, with their bodies."""
+        return [call for call in self._calls if call.response_code == response_code]
+
     def code_stats(self, response_code: str) -> CodeStats:
         """How often `response_code` reached update_template_card and whether it was spent."""
         return self._codes.stats(response_code)
@@ -236,6 +240,7 @@ class SimulatorState:
         except msgspec.DecodeError:
             envelope = None
         if envelope is not None:
+            call.request = msgspec.Raw(body)  # a JSON object: safe to embed in JSON answers
             if type(envelope.agentid) is int:
                 call.agentid = envelope.agentid
             if isinstance(envelope.response_code, str) and envelope.response_code:
@@ -364,6 +369,7 @@ class _Call:
     corp_id: str | None = None
     agentid: int | None = None
     response_code: str | None = None
+    request: msgspec.Raw | None = None
 
     def record(
         self,
@@ -384,6 +390,7 @@ class _Call:
             http_status=http_status,
             fault=fault,
             accepted=accepted,
+            request=self.request,
         )
 
 

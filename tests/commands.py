@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from contracts.examples import seed_examples
+from wecom_card_contracts.examples import seed_examples
 
 DELETE = object()
 """As an edit's value: remove the field."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from contracts import CommandInvalid, read_command
+from wecom_card_contracts import CommandInvalid, read_command
 from worker.apps import App, AppRegistry
 from worker.concurrency import CorpConcurrency
 from worker.metrics import Metrics

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from contracts import (
+from wecom_card_contracts import (
     ActionItem,
     ActionMenu,
     Button,

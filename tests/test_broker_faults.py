@@ -17,12 +17,12 @@ import aio_pika
 import msgspec
 import pytest
 
-from contracts import decode_result
 from simulator import App as SimApp
 from simulator import SimulatorConfig, run_simulator
 from tests.e2e import Stack, accepted
 from tests.services import LOOPBACK, RabbitMQNode, free_port
 from tests.worker_process import AGENT, CORP, SECRET, WorkerProcess, command
+from wecom_card_contracts import decode_result
 from worker.amqp import Topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -11,8 +11,8 @@ import jsonschema
 import msgspec
 import pytest
 
-from contracts import message_schema
 from tests.commands import edit, encode, seed_command
+from wecom_card_contracts import message_schema
 from worker import __version__
 from worker.cli import main
 
@@ -57,10 +57,10 @@ def test_validate_invalid_file_prints_path_and_exits_one(
     assert lines[1].startswith("  also: request.template_card.button_list[1].style: ")
 
 
-def test_validate_reads_standard_input_and_msgpack() -> None:
-    """``-`` reads standard input; msgpack is recognised by its first byte."""
+def test_validate_reads_standard_input_and_msgpack_by_its_content_type() -> None:
+    """``-`` reads standard input; msgpack is judged as msgpack when its content_type says so."""
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "validate", "-"],
+        [sys.executable, "-m", "worker", "validate", "-", "--content-type", "application/msgpack"],
         input=msgspec.msgpack.encode(seed_command("vote_interaction")),
         capture_output=True,
         timeout=60,
@@ -115,8 +115,8 @@ def test_schema_prints_the_generated_schema() -> None:
 
 
 def test_help_and_version() -> None:
-    """``--help`` lists the three commands; ``--version`` prints the version."""
+    """``--help`` lists the four commands; ``--version`` prints the version."""
     help_text = run("--help").stdout
-    for word in ("run", "validate", "schema"):
+    for word in ("run", "validate", "schema", "asyncapi"):
         assert word in help_text
     assert run("--version").stdout.strip() == f"wecom-card-worker {__version__}"

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import (
+from tests.commands import edit, encode, seed_command
+from tests.strategies import commands
+from wecom_card_contracts import (
     Command,
     CommandInvalid,
     Result,
@@ -28,10 +30,8 @@ from contracts import (
     schema_text,
     validate_command,
 )
-from contracts.examples import seed_examples
-from contracts.schema import SCHEMA_FILE
-from tests.commands import edit, encode, seed_command
-from tests.strategies import commands
+from wecom_card_contracts.examples import seed_examples
+from wecom_card_contracts.schema import SCHEMA_FILE
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED_PAGE = SHARED / "seed" / "update_template_card.md"

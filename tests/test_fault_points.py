@@ -15,9 +15,9 @@ import asyncio
 
 import pytest
 
-from contracts import Result, decode_result
 from tests.e2e import Stack, accepted, wait_for
 from tests.worker_process import Upstream, command
+from wecom_card_contracts import Result, decode_result
 from worker.faultpoints import POINTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

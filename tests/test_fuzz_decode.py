@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import Command, decode_result, media_format
 from tests.hostile_bodies import HostileDelivery, hostile_delivery, judge, rejecting_pipeline
 from tests.strategies import commands
+from wecom_card_contracts import Command, decode_result, media_format
 from worker.pipeline import Reply
 
 FUZZ = settings(

@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from contracts import CommandInvalid, media_format, read_command
-from contracts.codec import DIAGNOSE_MAX_BYTES
-from contracts.diagnose import MAX_VIOLATIONS
+from wecom_card_contracts import CommandInvalid, media_format, read_command
+from wecom_card_contracts.codec import DIAGNOSE_MAX_BYTES
+from wecom_card_contracts.diagnose import MAX_VIOLATIONS
 
 CAP = 64 * 1024
 NOW = 1_764_000_000.0

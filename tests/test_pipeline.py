@@ -12,9 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from contracts import decode_result
 from simulator import App as SimApp
 from simulator import Fault, RunningSimulator, SimulatorConfig, run_simulator
+from wecom_card_contracts import decode_result
 from worker.apps import App, AppRegistry
 from worker.concurrency import CorpConcurrency
 from worker.errors import StoreUnavailable

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from contracts import CommandInvalid, decode_command
 from tests.commands import DELETE, edit, encode, seed_command
+from wecom_card_contracts import CommandInvalid, decode_command
 
 RULES_FILE = Path(__file__).parents[1] / "contracts" / "RULES.md"
 CARD = "request.template_card"

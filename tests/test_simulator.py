@@ -674,10 +674,41 @@ async def test_control_api_lists_calls_with_filters(
         "http_status": 200,
         "fault": None,
         "accepted": True,
+        "request": {
+            "agentid": DEMO_APP.agentid,
+            "button": {"replace_name": "done"},
+            "response_code": "rc-list",
+        },
     }
     assert [call["errcode"] for call in only["calls"]] == [0, 60140]
     tokens = await get_json(http, "GET", f"{sim.url}/_sim/calls", params={"endpoint": "gettoken"})
     assert len(tokens["calls"]) == 1
+    assert tokens["calls"][0]["request"] is None
+
+
+async def test_control_api_tells_which_calls_a_code_received(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    """GET /_sim/codes/{code}/calls: the code's stats and each call with the body WeCom got."""
+    token = await get_token(http, sim.url)
+    await update(http, sim.url, token, "rc-mine", userids=["zhangsan"])
+    await update(http, sim.url, token, "rc-other")
+    await update(http, sim.url, token, "rc-mine")
+    answer = await get_json(http, "GET", f"{sim.url}/_sim/codes/rc-mine/calls")
+    assert answer["code"] == {
+        "response_code": "rc-mine",
+        "calls": 2,
+        "accepted": 1,
+        "status": "used",
+    }
+    assert [(c["errcode"], c["accepted"]) for c in answer["calls"]] == [(0, True), (60140, False)]
+    assert answer["calls"][0]["request"]["userids"] == ["zhangsan"]
+    assert all(token not in json.dumps(call) for call in answer["calls"])
+    unused = await get_json(http, "GET", f"{sim.url}/_sim/codes/rc-never/calls")
+    assert unused == {
+        "code": {"response_code": "rc-never", "calls": 0, "accepted": 0, "status": "unused"},
+        "calls": [],
+    }
 
 
 async def test_control_api_reset_forgets_calls_codes_tokens_and_faults(

@@ -16,12 +16,12 @@ import aio_pika
 import msgspec
 import pytest
 
-from contracts import decode_result
 from simulator import App as SimApp
 from simulator import Fault, SimulatorConfig, run_simulator
 from tests.e2e import Stack, accepted, wait_for, wait_for_log, wait_for_queue
 from tests.services import RabbitMQNode
 from tests.worker_process import AGENT, CORP, SECRET, WorkerProcess, command
+from wecom_card_contracts import decode_result
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -17,8 +17,8 @@ from typing import Any, Self
 import aio_pika
 import msgspec
 
-from contracts import Result, decode_result
 from tests.services import free_port
+from wecom_card_contracts import Result, decode_result
 from worker.amqp import Topology
 
 SECRET = "e2e-secret-do-not-log-0123456789"

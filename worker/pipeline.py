@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 
-from contracts import (
+from wecom_card_contracts import (
     CODE_LIFETIME_SECONDS,
     BodyFormat,
     Command,

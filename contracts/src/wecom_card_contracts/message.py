@@ -12,8 +12,8 @@ typed decoder stops at the first broken rule (except that a JSON list is built
 whole before its length is checked: 50,000 short userids under a 256 KiB cap
 are the costliest body found, ~3 MiB of objects, ~8 MiB of peak RSS); the
 generous walk that lists every problem runs only on bodies small enough to
-afford it (see :data:`contracts.codec.DIAGNOSE_MAX_BYTES`). A refused body's ``command_id``
-is read without building the body: msgspec skips every other field, and the
+afford it (see :data:`wecom_card_contracts.codec.DIAGNOSE_MAX_BYTES`). A refused
+body's ``command_id`` is read without building the body: msgspec skips every other field, and the
 id arrives as a zero-copy :class:`msgspec.Raw` that is decoded only when it is
 short enough to be a valid id. A truncated or compressed body is searched for
 its id only in a short prefix.
@@ -24,10 +24,16 @@ from __future__ import annotations
 import zlib
 from typing import Final
 
-from contracts.codec import PREFIX_BYTES, BodyFormat, decode_command, peek_command_id, prefix_id
-from contracts.command import Command
-from contracts.rules import ISSUED_AT_ADVICE
-from contracts.violations import CommandInvalid, Violation, ViolationKind
+from wecom_card_contracts.codec import (
+    PREFIX_BYTES,
+    BodyFormat,
+    decode_command,
+    peek_command_id,
+    prefix_id,
+)
+from wecom_card_contracts.command import Command
+from wecom_card_contracts.rules import ISSUED_AT_ADVICE
+from wecom_card_contracts.violations import CommandInvalid, Violation, ViolationKind
 
 JSON_TYPE: Final = "application/json"
 MSGPACK_TYPE: Final = "application/msgpack"

@@ -1,9 +1,9 @@
 """JSON Schema of the command and result messages, generated from the Structs.
 
 The schema says what types can: fields, types, required fields, lengths and
-ranges. The rules of :mod:`contracts.rules` (required-by-type, uniqueness,
+ranges. The rules of :mod:`wecom_card_contracts.rules` (required-by-type, uniqueness,
 UTF-8 byte limits) are described in ``contracts/RULES.md`` and enforced by
-:func:`contracts.decode_command`, not by the schema.
+:func:`wecom_card_contracts.decode_command`, not by the schema.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from contracts.command import Command
-from contracts.result import Result
+from wecom_card_contracts.command import Command
+from wecom_card_contracts.result import Result
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 SCHEMA_ID = "https://github.com/wecom-card-worker/wecom-card-worker/contracts/schema.json"

@@ -6,24 +6,36 @@ Structs (through ``msgspec.inspect``, so the two can never disagree on what is
 allowed) and collects every missing, unknown and mistyped field, each with a
 hint drawn from the mistakes real callers make. It runs only on invalid
 input, so it favours clear words over speed.
+
+"Every problem" includes the rules types cannot say (uniqueness, byte limits,
+fields required by ``type``): the walk notes how each problem it found could be
+set aside (drop an unknown field, put a value of the right type in place of a
+wrong one), and when the value so repaired decodes, :mod:`wecom_card_contracts.rules`
+runs on it too. Their findings at the repaired places are dropped, so a
+placeholder never speaks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import functools
-from typing import Any
+import re
+from typing import Any, Final
 
 import msgspec
 from msgspec import inspect as mi
 
-from contracts.command import Command
-from contracts.hints import foreign_field_hint, type_hint, value_hint
-from contracts.rules import mode_violation
-from contracts.violations import Violation, ViolationKind
+from wecom_card_contracts.command import Command
+from wecom_card_contracts.hints import foreign_field_hint, type_hint, value_hint
+from wecom_card_contracts.rules import check_command, mode_violation
+from wecom_card_contracts.violations import Violation, ViolationKind
 
 CARD_TYPE = "card_type"
+DROP: Final = object()
+"""A repair that removes the field instead of replacing its value."""
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 MAX_VIOLATIONS = 100
 """The walk stops after this many problems: a caller fixes a few at a time, and a
 hostile body with a broken item per byte must not cost a message per byte."""
@@ -44,12 +56,83 @@ def diagnose(raw: Any) -> list[Violation]:
             )
         ]
     walker = Walker()
+    finished = False
     with contextlib.suppress(_Enough):
         walker.walk(raw, _command_info(), "", "the command")
+        finished = True
     request = raw.get("request")
     if isinstance(request, dict):
         walker.check_mode(request)
-    return walker.violations
+    if not finished:
+        return walker.violations  # enough said: a body this broken is not repaired
+    return walker.violations + rules_beyond(raw, walker)
+
+
+def rules_beyond(raw: dict[Any, Any], walker: Walker) -> list[Violation]:
+    """The rules' findings on the command with the walk's problems set aside, if it decodes."""
+    try:
+        repaired = copy.deepcopy(raw)
+        if not all(apply_repair(repaired, path, value) for path, value in walker.repairs):
+            return []
+        command = msgspec.convert(repaired, Command)
+    except (msgspec.ValidationError, TypeError, ValueError, RecursionError):
+        return []  # a problem the walk could not set aside; its own report stands
+    reported = [v.path for v in walker.violations if v.path]
+    return [v for v in check_command(command) if not under_any(v.path, reported)]
+
+
+def under_any(path: str | None, places: list[str]) -> bool:
+    """Whether ``path`` is one of ``places`` or inside one of them."""
+    if path is None:
+        return True
+    return any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in places)
+
+
+def apply_repair(value: Any, path: str, replacement: Any) -> bool:
+    """Replace (or with :data:`DROP` remove) the value at ``path``; False when it cannot."""
+    tokens: list[str | int] = [name or int(index) for name, index in _PATH_TOKEN.findall(path)]
+    if (
+        not tokens
+        or "".join(f"[{t}]" if isinstance(t, int) else f".{t}" for t in tokens).lstrip(".") != path
+    ):
+        return False  # a field name with dots or brackets: not worth guessing
+    *parents, last = tokens
+    for token in parents:
+        try:
+            value = value[token]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if isinstance(last, str) and isinstance(value, dict):
+        if replacement is DROP:
+            value.pop(last, None)
+        else:
+            value[last] = replacement
+        return True
+    if isinstance(last, int) and isinstance(value, list) and last < len(value):
+        if replacement is DROP:
+            return False  # removing an item would move the indexes of the rest
+        value[last] = replacement
+        return True
+    return False
+
+
+def placeholder(t: mi.Type) -> Any:
+    """A value of type ``t`` within its bounds, or :data:`DROP` when none is simple."""
+    inner = unwrap(t)
+    if isinstance(inner, mi.UnionType):
+        members = [m for m in inner.types if not isinstance(unwrap(m), mi.NoneType)]
+        return placeholder(members[0]) if len(members) == 1 else DROP
+    if isinstance(inner, mi.StrType):
+        return "x" * max(1, inner.min_length or 0)
+    if isinstance(inner, mi.BoolType):
+        return False
+    if isinstance(inner, mi.IntType | mi.FloatType):
+        number = inner.ge if inner.ge is not None else (inner.gt + 1 if inner.gt is not None else 0)
+        high = inner.le if inner.le is not None else inner.lt
+        if high is not None and number > high:
+            return DROP
+        return float(number) if isinstance(inner, mi.FloatType) else int(number)
+    return DROP
 
 
 @functools.cache
@@ -138,6 +221,8 @@ class Walker:
 
     def __init__(self) -> None:
         self.violations: list[Violation] = []
+        self.repairs: list[tuple[str, Any]] = []
+        """How to set each problem aside: (path, a value of the right type or DROP)."""
 
     def add(self, kind: ViolationKind, path: str, message: str) -> None:
         """Record one violation; stop the walk once there are enough."""
@@ -263,6 +348,7 @@ class Walker:
             return
         problem = out_of_range(value, inner)
         if problem is not None:
+            self.repairs.append((path, placeholder(t)))
             name = path.rsplit(".", 1)[-1]
             meaning = description_of(t)
             extra = value_hint(path, value)
@@ -271,6 +357,7 @@ class Walker:
 
     def wrong_type(self, value: Any, t: mi.Type, path: str) -> None:
         """A value of the wrong JSON type, with how to write it instead."""
+        self.repairs.append((path, placeholder(t)))
         inner = unwrap(t)
         expected = EXPECTED.get(type(inner), "another type")
         if isinstance(inner, mi.ListType):
@@ -283,6 +370,7 @@ class Walker:
 
     def missing(self, field: mi.Field, path: str, here: str, value_was: Any) -> None:
         """A required field that is absent, null or empty."""
+        self.repairs.append((path, placeholder(field.type)))
         how = {None: "is null", "": "is an empty string"}.get(value_was, "is missing")
         if value_was is ...:
             how = "is missing"
@@ -302,6 +390,7 @@ class Walker:
     def unknown(self, key: Any, t: mi.StructType, path: str, here: str) -> None:
         """A field this object does not have, with where it belongs when we know."""
         sub = join(path, str(key))
+        self.repairs.append((sub, DROP))
         if not isinstance(key, str):
             self.add(
                 ViolationKind.UNKNOWN, sub, f"field names must be strings, got {describe(key)}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from contracts.cards import (
+from wecom_card_contracts.cards import (
     ActionMenu,
     Button,
     ButtonInteractionCard,
@@ -34,9 +34,9 @@ from contracts.cards import (
     TextNoticeCard,
     VoteInteractionCard,
 )
-from contracts.command import Command
-from contracts.request import UpdateTemplateCardRequest
-from contracts.violations import Violation, ViolationKind
+from wecom_card_contracts.command import Command
+from wecom_card_contracts.request import UpdateTemplateCardRequest
+from wecom_card_contracts.violations import Violation, ViolationKind
 
 KEY_MAX_BYTES = 1024
 OPTION_ID_MAX_BYTES = 128
@@ -65,7 +65,7 @@ class RuleCheck:
         self.add(ViolationKind.MISSING, path, message)
 
     def required_text(self, value: str | None, path: str, what: str) -> None:
-        """A required string must not be empty (CONTRACT.md ruling: empty means missing)."""
+        """A required string must not be empty (docs/contract.md ruling: empty means missing)."""
         if not value:
             self.missing(path, f"{what} is required and must not be empty")
 
@@ -115,7 +115,7 @@ class RuleCheck:
 
 
 def check_command(command: Command) -> list[Violation]:
-    """Every rule of the seed and CONTRACT.md that the Structs' types cannot say."""
+    """Every rule of the WeCom page and docs/contract.md that the Structs' types cannot say."""
     check = RuleCheck()
     check_request(check, command.request)
     check_issued_at(check, command.code_issued_at)

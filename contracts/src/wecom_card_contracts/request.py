@@ -2,7 +2,7 @@
 
 Either ``button`` (replace the clicked button's text, leaving the card as it
 is) or ``template_card`` (a whole new card): exactly one of them, which
-:mod:`contracts.rules` checks. Request-level flags are valid in both modes
+:mod:`wecom_card_contracts.rules` checks. Request-level flags are valid in both modes
 (CONTRACT.md ruling on ``enable_id_trans``).
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import msgspec
 
-from contracts.cards import CardPart, TemplateCard
+from wecom_card_contracts.cards import CardPart, TemplateCard
 
 MAX_USERIDS = 1000
 MAX_PARTYIDS = 100

@@ -3,18 +3,21 @@
 Imports msgspec and the standard library only, so upstream services can build
 and check commands with the same Structs the worker decodes::
 
-    from contracts import decode_command, CommandInvalid
+    from wecom_card_contracts import decode_command, CommandInvalid
 
     try:
         command = decode_command(body)          # JSON bytes
     except CommandInvalid as error:
         print(error.path, error.message)
 
+The package's version is the version of the contract (``docs/contract.md``):
+a new major version is a change that can break publishers.
+
 :func:`read_command` judges a delivered body with its AMQP ``content_type``
 and ``content_encoding`` and the size cap, exactly as the worker does.
 """
 
-from contracts.cards import (
+from wecom_card_contracts.cards import (
     ActionItem,
     ActionMenu,
     Button,
@@ -41,7 +44,7 @@ from contracts.cards import (
     VerticalContent,
     VoteInteractionCard,
 )
-from contracts.codec import (
+from wecom_card_contracts.codec import (
     BodyFormat,
     decode_command,
     decode_result,
@@ -51,15 +54,19 @@ from contracts.codec import (
     peek_command_id,
     validate_command,
 )
-from contracts.command import CODE_LIFETIME_SECONDS, Command
-from contracts.message import MAX_CLOCK_SKEW_SECONDS, media_format, read_command
-from contracts.request import ButtonReplacement, UpdateTemplateCardRequest
-from contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
-from contracts.schema import message_schema, schema_text
-from contracts.violations import CommandInvalid, Violation, ViolationKind
+from wecom_card_contracts.command import CODE_LIFETIME_SECONDS, Command
+from wecom_card_contracts.message import MAX_CLOCK_SKEW_SECONDS, media_format, read_command
+from wecom_card_contracts.request import ButtonReplacement, UpdateTemplateCardRequest
+from wecom_card_contracts.result import STATUSES, ErrorCode, Result, ResultError, Status
+from wecom_card_contracts.schema import message_schema, schema_text
+from wecom_card_contracts.version import CONTRACT_VERSION
+from wecom_card_contracts.violations import CommandInvalid, Violation, ViolationKind
+
+__version__ = CONTRACT_VERSION
 
 __all__ = [
     "CODE_LIFETIME_SECONDS",
+    "CONTRACT_VERSION",
     "MAX_CLOCK_SKEW_SECONDS",
     "STATUSES",
     "ActionItem",

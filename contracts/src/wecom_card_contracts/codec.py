@@ -10,12 +10,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from contracts.command import Command, CommandId
-from contracts.diagnose import diagnose, first_error_path
-from contracts.request import UpdateTemplateCardRequest
-from contracts.result import Result
-from contracts.rules import check_command
-from contracts.violations import CommandInvalid, Violation, ViolationKind
+from wecom_card_contracts.command import Command, CommandId
+from wecom_card_contracts.diagnose import diagnose, first_error_path
+from wecom_card_contracts.request import UpdateTemplateCardRequest
+from wecom_card_contracts.result import Result
+from wecom_card_contracts.rules import check_command
+from wecom_card_contracts.violations import CommandInvalid, Violation, ViolationKind
 
 BodyFormat = Literal["json", "msgpack"]
 

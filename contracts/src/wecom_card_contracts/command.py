@@ -6,8 +6,8 @@ from typing import Annotated
 
 import msgspec
 
-from contracts.cards import CardPart
-from contracts.request import UpdateTemplateCardRequest
+from wecom_card_contracts.cards import CardPart
+from wecom_card_contracts.request import UpdateTemplateCardRequest
 
 CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 

@@ -15,6 +15,6 @@ from typing import Any
 @cache
 def seed_examples() -> dict[str, dict[str, Any]]:
     """The seed's six request bodies by name: ``button`` and the five ``card_type`` values."""
-    text = resources.files("contracts").joinpath("seed_examples.json").read_text("utf-8")
+    text = resources.files("wecom_card_contracts").joinpath("seed_examples.json").read_text("utf-8")
     examples: dict[str, dict[str, Any]] = json.loads(text)
     return examples

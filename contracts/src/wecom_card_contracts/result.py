@@ -1,4 +1,4 @@
-"""The result published for every command (CONTRACT.md section 3)."""
+"""The result published for every command (docs/contract.md, "The result")."""
 
 from __future__ import annotations
 

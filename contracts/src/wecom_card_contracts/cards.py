@@ -5,7 +5,7 @@ seed page (``更新模版卡片消息``) table by table. Constraints that a type
 (list lengths, number ranges, enumerations) live here as ``msgspec.Meta`` so
 the decoder enforces them and the JSON Schema shows them; rules that need
 more than one field (required-by-``type``, uniqueness, UTF-8 byte limits)
-live in :mod:`contracts.rules`.
+live in :mod:`wecom_card_contracts.rules`.
 
 ``None`` is the default of every optional field: JSON ``null`` and an absent
 field mean the same, and ``omit_defaults`` leaves both out when the request is
@@ -51,7 +51,7 @@ class CardPart(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, k
 
 
 class Source(CardPart):
-    """``source``: the card's origin line. One shape for every card type (CONTRACT.md ruling)."""
+    """``source``: the card's origin line, one shape for every card type (a contract ruling)."""
 
     icon_url: str | None = None
     desc: str | None = None
@@ -207,7 +207,7 @@ class Select(CardPart):
 
 
 class SubmitButton(CardPart):
-    """``submit_button``; WeCom shows 提交 when ``text`` is left out (CONTRACT.md ruling)."""
+    """``submit_button``; WeCom shows 提交 when ``text`` is left out (docs/contract.md ruling)."""
 
     key: str
     text: str | None = None
