@@ -835,7 +835,13 @@ class RedisClusterGroup:
 
     def __init__(self) -> None:
         options = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
-        self.servers = [RedisServer(databases=1, extra=options) for _ in range(3)]
+        # The bus port is set too: by default it is the port + 10000, which may be in the
+        # kernel's ephemeral range and taken by some outgoing connection.
+        self.bus_ports = [free_port() for _ in range(3)]
+        self.servers = [
+            RedisServer(databases=1, extra=(*options, "--cluster-port", str(bus_port)))
+            for bus_port in self.bus_ports
+        ]
         hosts = ",".join(f"{LOOPBACK}:{server.port}" for server in self.servers)
         self.url = f"redis+cluster://{hosts}"
 

@@ -191,7 +191,7 @@ def test_sentinel_group_and_cluster_listen_on_loopback_only(
     ports = [server.port for server in redis_sentinel.servers]
     ports += [sentinel.port for sentinel in redis_sentinel.sentinels]
     ports += [server.port for server in redis_cluster.servers]
-    ports += [server.port + 10000 for server in redis_cluster.servers]  # the cluster bus
+    ports += redis_cluster.bus_ports
     addresses = {port: listening_addresses(port) for port in ports}
     assert all(addresses.values()), addresses
     assert all(address.is_loopback for found in addresses.values() for address in found), addresses
