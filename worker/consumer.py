@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
@@ -61,17 +61,22 @@ class Transport(CommandTransport, Protocol):
 class CommandConsumer:
     """Handles every delivery of the command queue in its own task."""
 
-    def __init__(self, transport: Transport, pipeline: Pipeline, metrics: Metrics) -> None:
+    def __init__(
+        self, transport: Transport, pipeline: Pipeline, metrics: Metrics, *, max_active: int = 256
+    ) -> None:
+        """``max_active``: commands worked on at once; further deliveries wait their turn here."""
         self.transport = transport
         self.pipeline = pipeline
         self.metrics = metrics
+        self.max_active = max_active
         self.in_flight: set[asyncio.Task[Any]] = set()
+        self.waiting: deque[Delivery] = deque()
         self.store_failing = False
         self._store_recovery: asyncio.Task[None] | None = None
         self._failures: OrderedDict[bytes, int] = OrderedDict()
         self._by_status: dict[str, tuple[Counter, Histogram]] = {}
         # Read at scrape time: no per-command cost.
-        metrics.in_flight.set_function(lambda: len(self.in_flight))
+        metrics.in_flight.set_function(lambda: len(self.in_flight) + len(self.waiting))
 
     def by_status(self, status: str) -> tuple[Counter, Histogram]:
         """The labelled metric children of one status, looked up once."""
@@ -92,9 +97,22 @@ class CommandConsumer:
         outcome, publishes its result on the restored channel), so its
         redelivery finds the stored outcome instead of an abandoned claim.
         """
+        if len(self.in_flight) >= self.max_active:
+            # A large prefetch must not start thousands of commands at once: their retry
+            # budgets would run out in the queue for a place in flight, all together.
+            self.waiting.append(delivery)
+            return
+        self._start(delivery)
+
+    def _start(self, delivery: Delivery) -> None:
         task = asyncio.create_task(self.handle(delivery))
         self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.in_flight.discard(task)
+        if self.waiting and len(self.in_flight) < self.max_active:
+            self._start(self.waiting.popleft())
 
     async def handle(self, delivery: Delivery) -> None:
         """One delivery, start to ack."""
@@ -288,6 +306,8 @@ class CommandConsumer:
         """Wait up to ``grace`` s for in-flight commands, cancel the rest; how many were cut."""
         if self._store_recovery is not None:
             self._store_recovery.cancel()
+        while self.waiting:  # not started: straight back to the queue
+            await self.transport.requeue(self.waiting.popleft())
         if not self.in_flight:
             return 0
         _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)

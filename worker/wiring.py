@@ -33,6 +33,7 @@ from worker.wecom.client import WeComClient, create_session
 from worker.wecom.retry import RetryPolicy
 from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore
 
+ACTIVE_PER_CALL = 4  # commands worked on at once per place in flight (decode, record, publish)
 REDIS_TIMEOUT = 1.0  # seconds per Redis call: a frozen Redis fails a command, never hangs it
 
 
@@ -115,7 +116,9 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
             max_limiter_wait=settings.max_limiter_wait,
             fault=settings.fault_point,
         )
-        consumer = CommandConsumer(broker, pipeline, metrics)
+        consumer = CommandConsumer(
+            broker, pipeline, metrics, max_active=ACTIVE_PER_CALL * settings.concurrency
+        )
         yield Parts(
             store=shared.store,
             caller=caller,
