@@ -257,6 +257,21 @@ async def test_claim_not_acknowledged_by_enough_replicas_is_refused(
     assert await without_wait.claim(KEY, "b") == Claimed(maybe_spent=False)
 
 
+async def test_outcome_not_acknowledged_by_enough_replicas_is_not_taken_as_recorded(
+    make_redis: Callable[..., RedisServer], open_store: Opener
+) -> None:
+    """WAIT 1 on a Redis without replicas: complete fails, so the pipeline keeps retrying it.
+
+    A done record only the old master held is lost in a failover; the code's claim (which
+    WAIT did replicate) then outlives it, and the next command with that code would take it
+    over when its lease ran out and send the code again.
+    """
+    server = make_redis()
+    store = await open_store(server.url, wait_replicas=1, wait_timeout=0.05)
+    with pytest.raises(StoreUnavailable, match="reached 0 of the 1 replicas"):
+        await store.complete(KEY, "a", RESULT, spent=True)
+
+
 # --- Sentinel and Cluster --------------------------------------------------------------------
 
 
