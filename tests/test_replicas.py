@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aiohttp
 import aio_pika
+import aiohttp
 import pytest
 
 from contracts import Result, decode_result
@@ -168,9 +168,7 @@ async def test_three_replicas_keep_one_rate_limit_and_use_each_code_once(
     for index, (first, second) in enumerate(pairs):
         order[index * 8 : index * 8] = [first, second]
     # Given three workers on one Redis, limited to 50/s, and the backlog published at once
-    await start_workers(
-        stack, 3, WECOM_STATE_URL=fresh_redis_url, WECOM_RATE_LIMIT=RATE_LIMIT
-    )
+    await start_workers(stack, 3, WECOM_STATE_URL=fresh_redis_url, WECOM_RATE_LIMIT=RATE_LIMIT)
     async with stack.upstream() as up, collecting(up) as results:
         await publish(up, plan, order)
         # When every command has its result
@@ -191,7 +189,7 @@ async def test_three_replicas_keep_one_rate_limit_and_use_each_code_once(
     record_property("busiest_second", busiest)
     record_property("mean_rate", round(steady, 2))
     record_property("limiter_pace", round(pace, 2))
-    print(f"busiest second {busiest} calls; mean {steady:.2f}/s; limiter pace {pace:.2f}/s")
+    print(f"busiest second {busiest} calls; mean {steady:.2f}/s; limiter pace {pace:.2f}/s")  # noqa: T201 - the figures show with pytest -s
     assert busiest <= window.limit + JITTER_CALLS
     # Never faster than the pace (2 %: the arrival jitter at the ends of a ~20 s run);
     # not much slower either: three replicas keep a 42/s limiter saturated.
@@ -374,7 +372,7 @@ async def test_redis_with_aof_restarted_and_frozen_and_a_replica_killed_loses_no
     doubles = double_uses(stack, run.plan.codes())
     statuses = {run.plan.code_of[c]: run.results.first(c).status for c in run.order}
     record_property("double_uses", len(doubles))
-    print(f"AOF always: {len(doubles)} double uses {doubles}")
+    print(f"AOF always: {len(doubles)} double uses {doubles}")  # noqa: T201 - the figures show with pytest -s
     assert {code for code in doubles if statuses[code] != "indeterminate"} == set()
     # and every pair ended as one ok and one duplicate (the restart forgot no record)
     for first, second in run.pairs:
@@ -408,7 +406,7 @@ async def test_redis_without_persistence_restarted_empty_may_send_codes_twice(
     seconds = Counter(run.results.first(second).status for _, second in run.pairs)
     record_property("double_uses", len(doubles))
     record_property("second_member_statuses", dict(seconds))
-    print(f"no persistence: {len(doubles)} double uses; second members {dict(seconds)}")
+    print(f"no persistence: {len(doubles)} double uses; second members {dict(seconds)}")  # noqa: T201 - the figures show with pytest -s
     pair_codes = {run.plan.code_of[first] for first, _ in run.pairs}
     statuses = {run.plan.code_of[c]: run.results.first(c).status for c in run.order}
     unexplained = {
