@@ -109,12 +109,12 @@ async def publish(up: Upstream, plan: Plan, command_ids: Iterable[str]) -> None:
 
 
 async def start_workers(stack: Stack, count: int, **env: str) -> list[WorkerProcess]:
-    """``count`` workers on the test's queues, started together, with the default retry budget.
+    """``count`` workers on the test's queues, started together.
 
-    The rig's 3 s budget would end commands that wait longer than that for a place among the
-    calls in flight (a backlog queued behind a 42/s limiter), as ``failed``.
+    The rig's 3 s retry budget is kept: the commands prefetched behind the 42/s limiter wait
+    longer than that for a place among the calls in flight, and must come back (deferred),
+    not end as ``failed``.
     """
-    env = {"WECOM_RETRY_BUDGET": "30", **env}
     return list(await asyncio.gather(*(stack.worker(**env) for _ in range(count))))
 
 
