@@ -34,6 +34,9 @@ from worker.wecom.retry import RetryPolicy
 from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore
 
 REDIS_TIMEOUT = 1.0  # seconds per Redis call: a frozen Redis fails a command, never hangs it
+# WAIT blocks the connection up to its timeout when no replica acknowledges: it must answer
+# well inside the socket timeout, or the call fails as a timeout and the connection is dropped.
+REDIS_WAIT_TIMEOUT = REDIS_TIMEOUT / 2
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ async def open_redis_shared(
         owner=settings.instance_id,
         lease_seconds=settings.claim_lease,
         wait_replicas=settings.redis_wait_replicas,
+        wait_timeout=REDIS_WAIT_TIMEOUT,
         close_connection=False,
     )
     stack.push_async_callback(store.close)
