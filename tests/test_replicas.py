@@ -438,6 +438,8 @@ async def test_sentinel_failover_is_followed_and_no_code_is_used_twice(
         WECOM_STATE_URL=redis_sentinel.url,
         WECOM_REDIS_WAIT_REPLICAS="1",
         WECOM_RATE_LIMIT=RATE_LIMIT,
+        # A claim whose hand-back failed during the failover is held until its lease ends.
+        WECOM_CLAIM_LEASE="5",
     )
     pids = [worker.process.pid for worker in workers if worker.process is not None]
     async with stack.upstream() as up, collecting(up) as results:
