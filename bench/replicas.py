@@ -209,13 +209,16 @@ async def measure(
     publish: Callable[[], Awaitable[None]],
 ) -> Outcome:
     """The simulator and the replicas over the backlog; the figures."""
-    sim_name = f"simulator-{scenario}"
+    # Names (and so log files) of their own per run: a log searched for the simulator's port
+    # must not hold an earlier run's.
+    run = secrets.token_hex(2)
+    sim_name = f"simulator-{scenario}-{run}"
     sim_argv = [
         sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", "--quiet",
         "--app", f"{CORP}:{AGENT}:{SECRET}",
     ]  # fmt: skip
     rig.children.spawn(sim_name, sim_argv)
-    names = [f"{scenario}-r{index}" for index in range(replicas)]
+    names = [f"{scenario}-{run}-r{index}" for index in range(replicas)]
     try:
         listening = await wait_for_line(rig.children, sim_name, LISTENING, 30.0)
         api_base = listening.group(1)
