@@ -6,6 +6,7 @@ The behaviour it shares with the SQLite store is proven in test_state_store.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,9 @@ from tests.services import RedisClusterGroup, RedisSentinelGroup, RedisServer
 from worker.errors import StoreUnavailable
 from worker.ports import AlreadyUsed, Busy, Claimed, CodeKey, Replay
 from worker.redis_target import connect_redis, parse_redis_url
+from worker.settings import load_settings
 from worker.state.redis import RedisStateStore, code_key
+from worker.wiring import open_shared
 
 KEY = CodeKey("ww0123456789abcdef", "code-1")
 RESULT = b'{"command_id":"a","status":"ok"}'
@@ -255,6 +258,40 @@ async def test_claim_not_acknowledged_by_enough_replicas_is_refused(
         await store.claim(KEY, "a")
     without_wait = await open_store(server.url, owner="owner-2")
     assert await without_wait.claim(KEY, "b") == Claimed(maybe_spent=False)
+
+
+async def test_outcome_not_acknowledged_by_enough_replicas_is_not_taken_as_recorded(
+    make_redis: Callable[..., RedisServer], open_store: Opener
+) -> None:
+    """WAIT 1 on a Redis without replicas: complete fails, so the pipeline keeps retrying it.
+
+    A done record only the old master held is lost in a failover; the code's claim (which
+    WAIT did replicate) then outlives it, and the next command with that code would take it
+    over when its lease ran out and send the code again.
+    """
+    server = make_redis()
+    store = await open_store(server.url, wait_replicas=1, wait_timeout=0.05)
+    with pytest.raises(StoreUnavailable, match="reached 0 of the 1 replicas"):
+        await store.complete(KEY, "a", RESULT, spent=True)
+
+
+async def test_wait_as_wired_answers_before_the_socket_timeout(
+    make_redis: Callable[..., RedisServer],
+) -> None:
+    """The worker's own store with WAIT 1 and no replica: refused by WAIT's answer, not by a
+    socket timeout (which would drop the connection and hide the reason)."""
+    server = make_redis()
+    environ = {
+        "WECOM_STATE_URL": server.url,
+        "WECOM_REDIS_WAIT_REPLICAS": "1",
+        "WECOM_CORP_ID": KEY.corp_id,
+        "WECOM_AGENT_ID": "1000002",
+        "WECOM_SECRET": SECRET,
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        shared = await open_shared(load_settings(environ), stack)
+        with pytest.raises(StoreUnavailable, match="reached 0 of the 1 replicas"):
+            await shared.store.claim(KEY, "a")
 
 
 # --- Sentinel and Cluster --------------------------------------------------------------------

@@ -560,6 +560,20 @@ async def test_a_saturated_limiter_defers_before_anything_is_sent() -> None:
         assert h.sim.state.code_stats("rc-second").calls == 0
 
 
+async def test_no_place_in_flight_within_the_budget_defers_a_call_never_sent() -> None:
+    """Every place among the corp's calls in flight taken for the whole budget, before any
+    attempt: deferred, not failed (a backlog behind a slow limit is not WeCom failing)."""
+    policy = RetryPolicy(budget=0.3, base_delay=0.01, max_delay=0.02)
+    async with harness(policy=policy) as h:
+        places = h.concurrency.slot(CORP)
+        for _ in range(places.limit):
+            await places.acquire()
+        outcome = await h.call(body("rc-no-place"))
+        assert (outcome.status, outcome.attempts, outcome.maybe_spent) == ("deferred", 0, False)
+        assert outcome.until is not None
+        assert h.sim.state.code_stats("rc-no-place").calls == 0
+
+
 # --- secrets --------------------------------------------------------------------------------
 
 

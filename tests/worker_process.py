@@ -78,7 +78,8 @@ class WorkerProcess:
         if not self.port:
             self.port = free_port()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.state_dir / f"worker-{int(time.time() * 1000)}.log"
+        # The port in the name: workers started at the same millisecond get files of their own.
+        self.log_path = self.state_dir / f"worker-{self.port}-{int(time.time() * 1000)}.log"
         log_file = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],

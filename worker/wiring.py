@@ -35,6 +35,9 @@ from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore
 
 ACTIVE_PER_CALL = 4  # commands worked on at once per place in flight (decode, record, publish)
 REDIS_TIMEOUT = 1.0  # seconds per Redis call: a frozen Redis fails a command, never hangs it
+# WAIT blocks the connection up to its timeout when no replica acknowledges: it must answer
+# well inside the socket timeout, or the call fails as a timeout and the connection is dropped.
+REDIS_WAIT_TIMEOUT = REDIS_TIMEOUT / 2
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ async def open_redis_shared(
         owner=settings.instance_id,
         lease_seconds=settings.claim_lease,
         wait_replicas=settings.redis_wait_replicas,
+        wait_timeout=REDIS_WAIT_TIMEOUT,
         close_connection=False,
     )
     stack.push_async_callback(store.close)

@@ -28,7 +28,8 @@ call at a time. With ``wait_replicas > 0`` a batch holding claims ends with
 Cluster, where a pipeline cannot keep both on one connection); a claim
 acknowledged by fewer replicas in
 time is handed back (released) and fails with :class:`StoreUnavailable`, so the
-code is not sent and its redelivery can take it at once. Every Redis
+code is not sent and its redelivery can take it at once. An outcome short of
+its acks fails the same way and is written again by the pipeline. Every Redis
 error or timeout becomes :class:`StoreUnavailable`, whose message names the
 target without its password.
 """
@@ -283,10 +284,26 @@ class RedisStateStore:
         return outcome
 
     async def complete(self, key: CodeKey, command_id: str, result: bytes, *, spent: bool) -> None:
-        """Record the outcome; written over a lost claim but never over a spent code's record."""
+        """Record the outcome; written over a lost claim but never over a spent code's record.
+
+        With ``wait_replicas`` the record must reach that many replicas too: one only the old
+        master held is lost in a failover while the (replicated) claim survives it, and the
+        next command with the code would take that claim over and send the code again. Short
+        of the acks this raises, and the pipeline writes the outcome again (idempotent).
+        """
         self._check_open()
         args = [command_id, int(spent), result, self.retention_ms]
-        await self._batcher.run(_COMPLETE, self._key(key), args, "record an outcome")
+        name = self._key(key)
+        if not self.wait_replicas:
+            await self._batcher.run(_COMPLETE, name, args, "record an outcome")
+            return
+        _, acked = await self._batcher.run_replicated(_COMPLETE, name, args, "record an outcome")
+        if acked < self.wait_replicas:
+            raise StoreUnavailable(
+                f"redis state store {self.target}: the outcome reached {acked} of the "
+                f"{self.wait_replicas} replicas WECOM_REDIS_WAIT_REPLICAS asks for within "
+                f"{self.wait_ms} ms; it is written again"
+            )
 
     async def release(self, key: CodeKey, command_id: str, *, maybe_spent: bool) -> None:
         """Give back a code this command holds in this process; the flag is OR-ed in."""

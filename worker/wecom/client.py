@@ -24,7 +24,9 @@ as does a budget that runs out. A rate-limit slot further away than
 after an unanswered attempt the client first waits for a slot for the rest of
 the budget, since the command's outcome is open, and defers only if even that
 is too short, with ``maybe_spent`` set so the claim is released remembering
-it and a later 60140 still reads ``indeterminate``.
+it and a later 60140 still reads ``indeterminate``. A first attempt that finds
+no place among the calls in flight for the whole budget (a prefetched backlog
+behind a slow limit) is deferred too: WeCom never saw it.
 
 The access_token travels in the query string: no URL, token or secret is ever
 logged, put in an outcome or used as a metric label; exception texts are
@@ -68,6 +70,7 @@ log = structlog.get_logger("worker.wecom.client")
 UPDATE_TEMPLATE_CARD_PATH: Final = "/cgi-bin/message/update_template_card"
 DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=15.0, connect=5.0, sock_read=10.0)
 TOKEN_CONNECTIONS: Final = 4  # pool room for gettoken beside the update calls
+NO_PLACE_DEFERRAL: Final = 1.0  # seconds: a command that found no place in flight comes back
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 _HTTP_OK: Final = 200
 _MAX_CACHED_URLS: Final = 64
@@ -216,6 +219,8 @@ class WeComClient:
         corp_id = call.app.corp_id
         corp_slots = self._concurrency.slot(corp_id)
         if not await self._hold_slots(corp_slots, call):
+            if call.attempts == 0:  # never sent: a backlog waits its turn, WeCom did not fail
+                return self._no_place(call)
             return self._exhausted(call)
         try:
             max_wait = max_limiter_wait
@@ -500,6 +505,33 @@ class WeComClient:
             reason=(
                 f"no rate-limit slot for corp {corp_id} within {max_wait:.1f} s "
                 f"(next in {wait:.1f} s)"
+            ),
+            maybe_spent=call.maybe_spent,
+            errcode=call.errcode,
+            errmsg=call.errmsg,
+        )
+
+    def _no_place(self, call: _Call) -> Deferred:
+        """No place among the calls in flight for the whole budget, before any attempt.
+
+        The commands prefetched behind a slow rate limit wait here; failing them would end
+        commands WeCom never saw. They go back through the delay queue instead, after
+        ``NO_PLACE_DEFERRAL`` seconds, as a far rate-limit slot does.
+        """
+        log.info(
+            "wecom.deferred",
+            corp_id=call.app.corp_id,
+            agentid=call.app.agentid,
+            attempt=call.attempts,
+            wait=NO_PLACE_DEFERRAL,
+            maybe_spent=call.maybe_spent,
+        )
+        return Deferred(
+            attempts=call.attempts,
+            until=self._wall_clock() + NO_PLACE_DEFERRAL,
+            reason=(
+                f"no free place among corp {call.app.corp_id}'s calls in flight within the "
+                f"{self._policy.budget:g} s retry budget"
             ),
             maybe_spent=call.maybe_spent,
             errcode=call.errcode,
