@@ -20,10 +20,10 @@ import aio_pika
 import aiohttp
 import pytest
 
-from contracts import Result, decode_result
 from tests.e2e import Stack, wait_for
 from tests.services import RedisSentinelGroup, RedisServer
 from tests.worker_process import Upstream, WorkerProcess, command
+from wecom_card_contracts import Result, decode_result
 from worker.ratelimit import MICROS, Window, parse_rate_limit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
