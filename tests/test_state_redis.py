@@ -18,7 +18,7 @@ from tests.services import RedisClusterGroup, RedisSentinelGroup, RedisServer
 from worker.errors import StoreUnavailable
 from worker.ports import AlreadyUsed, Busy, Claimed, CodeKey, Replay
 from worker.redis_target import connect_redis, parse_redis_url
-from worker.state.redis import RedisStateStore, code_key
+from worker.state.redis import RedisStateStore, code_key, kept_key
 
 KEY = CodeKey("ww0123456789abcdef", "code-1")
 RESULT = b'{"command_id":"a","status":"ok"}'
@@ -114,13 +114,16 @@ async def test_a_replica_sees_what_another_recorded(
 async def test_records_expire_by_ttl_after_their_last_change(
     fresh_redis_url: str, open_store: Opener
 ) -> None:
-    """Every write sets the record's TTL to the retention; an expired record is a fresh code."""
-    store = await open_store(fresh_redis_url, retention_seconds=73 * 3600.0)
+    """A claim lives for the retention; a done record for the window, its kept outcome for the retention."""
+    store = await open_store(
+        fresh_redis_url, retention_seconds=73 * 3600.0, replay_window_seconds=600.0
+    )
     with redis.Redis.from_url(fresh_redis_url) as client:
         await store.claim(KEY, "a")
         assert 73 * 3600_000 - 5000 < client.pttl(code_key("wecom:", KEY)) <= 73 * 3600_000
         await store.complete(KEY, "a", RESULT, spent=True)
-        assert 73 * 3600_000 - 5000 < client.pttl(code_key("wecom:", KEY)) <= 73 * 3600_000
+        assert 600_000 - 5000 < client.pttl(code_key("wecom:", KEY)) <= 600_000
+        assert 73 * 3600_000 - 5000 < client.pttl(kept_key("wecom:", KEY)) <= 73 * 3600_000
     short = await open_store(fresh_redis_url, owner="owner-2", retention_seconds=0.2)
     other = CodeKey(KEY.corp_id, "code-2")
     await short.complete(other, "a", RESULT, spent=True)
@@ -129,16 +132,26 @@ async def test_records_expire_by_ttl_after_their_last_change(
 
 
 async def test_a_done_record_is_small(fresh_redis_url: str, open_store: Opener) -> None:
-    """A done record holds state, command id, flags and the result, and little else."""
+    """A done record holds state, command id, flags, the result and its time, and little else."""
     store = await open_store(fresh_redis_url)
     await store.claim(KEY, "command-0001")
     await store.complete(KEY, "command-0001", RESULT, spent=True)
     with redis.Redis.from_url(fresh_redis_url) as client:
         fields = client.hgetall(code_key("wecom:", KEY))
         usage = client.memory_usage(code_key("wecom:", KEY))
-    assert set(fields) == {b"s", b"i", b"m", b"p", b"r"}
+    assert set(fields) == {b"s", b"i", b"m", b"p", b"r", b"f"}
     assert usage is not None
     assert usage < 200 + len(RESULT)
+
+
+async def test_kept_outcome_shares_the_records_slot() -> None:
+    """The kept outcome's key hashes to its record's slot, whatever the code (Redis Cluster)."""
+    codes = [f"code-{i}" for i in range(300)] + ["a{b}c", "{x}", "}{", "{}", "ö"]
+    for code in codes:
+        key = CodeKey(KEY.corp_id, code)
+        record, kept = code_key("wecom:", key), kept_key("wecom:", key)
+        assert redis.crc.key_slot(kept.encode()) == redis.crc.key_slot(record.encode())
+        assert len(kept) <= len("wecom:k:{abc}") + 22
 
 
 # --- durability as found ---------------------------------------------------------------------

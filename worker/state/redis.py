@@ -18,8 +18,15 @@ a broken connection recognises its own write instead of seeing "busy".
 Fields (short names keep each record small): ``s`` state (``c`` claimed, ``d``
 done, ``r`` released), ``i`` command_id, ``o`` owner, ``n`` claim nonce, ``l``
 lease end (server microseconds), ``m`` maybe spent, ``p`` spent, ``r`` the
-stored Result. A ``done`` record keeps the full Result for all of its life, as
-the SQLite store does today (no replay window yet).
+stored Result, ``f`` when it was recorded (server microseconds).
+
+The replay window: a ``done`` record lives only ``replay_window_seconds``; the
+same script that writes it writes the code's *kept outcome*
+(:mod:`worker.state.compact`, ~30 bytes) under a short key named by a digest of
+the code, with the retention TTL. A claim that finds no record (or a done one
+older than the window: the answer must not depend on Redis's expiry) decides
+from the kept outcome. The short key carries a hash tag chosen to fall in the
+record's slot (:func:`kept_key`), so every script still runs on one slot.
 
 Calls of many tasks go to Redis together (:mod:`worker.redis_batch`): one
 pipeline per turn of the event loop, which costs a fraction of the CPU of one
@@ -36,12 +43,18 @@ target without its password.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
+import itertools
 import secrets
+import string
+import time
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 from redis.asyncio import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisError, ResponseError
 
 from worker.errors import StoreUnavailable
@@ -56,13 +69,14 @@ from worker.ports import (
 )
 from worker.redis_batch import ScriptBatcher
 from worker.redis_lua import LUA_NOW, LuaScript
+from worker.state.compact import HEAD_BYTES, code_digest, decide_kept, pack_command_id, pack_kept
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from worker.redis_target import RedisConnection
 
-__all__ = ["RedisStateStore", "code_key"]
+__all__ = ["RedisStateStore", "code_key", "kept_key"]
 
 T = TypeVar("T")
 
@@ -71,22 +85,37 @@ _log = structlog.get_logger(__name__)
 MICROS: Final = 1_000_000
 EVICTION_FREE: Final = "noeviction"  # every record has a TTL: volatile-* policies evict them too
 
-# KEYS[1] record; ARGV command_id, owner, nonce, lease µs, retention ms, time shift µs
+# A kept outcome (compact.py): byte 1 flags (1 spent, 2 maybe spent), the command id after
+# the first HEAD_BYTES bytes. Past the window the claim answers from it: 'k' hands it to
+# Python for a late replay or a duplicate; an unspent one is taken over here.
+# KEYS[1] record, KEYS[2] kept outcome; ARGV command_id, owner, nonce, lease µs, retention ms,
+# time shift µs, replay window µs, packed command id
 _CLAIM = LuaScript(
     LUA_NOW
     + """
-local key, cmd = KEYS[1], ARGV[1]
+local key, kept_key, cmd = KEYS[1], KEYS[2], ARGV[1]
 local now = server_now(ARGV[6])
-local rec = redis.call('HMGET', key, 's', 'i', 'l', 'm', 'p', 'r', 'n')
+local rec = redis.call('HMGET', key, 's', 'i', 'l', 'm', 'p', 'r', 'n', 'f')
 local state = rec[1]
 local function take(maybe)
-  redis.call('DEL', key)
+  redis.call('DEL', key, kept_key)
   redis.call('HSET', key, 's', 'c', 'i', cmd, 'o', ARGV[2], 'n', ARGV[3],
              'l', int(now + tonumber(ARGV[4])), 'm', maybe)
   redis.call('PEXPIRE', key, ARGV[5])
   return {'c', maybe}
 end
-if not state then return take('0') end
+if state == 'd' and rec[8] and now - tonumber(rec[8]) >= tonumber(ARGV[7])
+   and redis.call('EXISTS', kept_key) == 1 then
+  state = nil
+end
+if not state then
+  local kept = redis.call('GET', kept_key)
+  if not kept then return take('0') end
+  local flags = string.byte(kept, 1)
+  if string.sub(kept, HEAD_BYTES + 1) == ARGV[8] or flags % 2 == 1 then return {'k', kept} end
+  if flags >= 2 then return take('1') end
+  return take('0')
+end
 if state == 'd' then
   if rec[2] == cmd then return {'r', rec[6] or ''} end
   if rec[5] == '1' then return {'u', rec[2]} end
@@ -96,25 +125,40 @@ if state == 'r' then return take(rec[4]) end
 if rec[7] == ARGV[3] then return {'c', rec[4]} end
 if tonumber(rec[3]) > now then return {'b', rec[2], rec[3]} end
 return take('1')
-"""
+""".replace("HEAD_BYTES", str(HEAD_BYTES))
 )
 
 # The rules of sqlite.py's _COMPLETE: a done record whose code was spent is final; an unspent
 # outcome never displaces another command's claim or release. An expired record is absent.
-# KEYS[1] record; ARGV command_id, spent (0/1), result, retention ms
+# A kept outcome counts as a done record. The record lives for the replay window, its kept
+# outcome (ARGV[6] with its flags byte set here) for the retention.
+# KEYS[1] record, KEYS[2] kept outcome; ARGV command_id, spent (0/1), result, retention ms,
+# replay window ms, kept outcome, time shift µs
 _COMPLETE = LuaScript(
-    """
-local key, cmd, spent = KEYS[1], ARGV[1], ARGV[2]
+    LUA_NOW
+    + """
+local key, kept_key, cmd, spent = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local rec = redis.call('HMGET', key, 's', 'i', 'm', 'p')
 local maybe = spent
 if rec[1] then
   if rec[1] == 'd' and rec[4] == '1' then return 0 end
   if spent == '0' and rec[2] ~= cmd and rec[1] ~= 'd' then return 0 end
   if rec[3] == '1' then maybe = '1' end
+else
+  local kept = redis.call('GET', kept_key)
+  if kept then
+    local flags = string.byte(kept, 1)
+    if flags % 2 == 1 then return 0 end
+    if flags >= 2 then maybe = '1' end
+  end
 end
 redis.call('DEL', key)
-redis.call('HSET', key, 's', 'd', 'i', cmd, 'm', maybe, 'p', spent, 'r', ARGV[3])
-redis.call('PEXPIRE', key, ARGV[4])
+redis.call('HSET', key, 's', 'd', 'i', cmd, 'm', maybe, 'p', spent, 'r', ARGV[3],
+           'f', int(server_now(ARGV[7])))
+redis.call('PEXPIRE', key, ARGV[5])
+local flags = tonumber(spent)
+if maybe == '1' then flags = flags + 2 end
+redis.call('SET', kept_key, string.char(flags) .. string.sub(ARGV[6], 2), 'PX', ARGV[4])
 return 1
 """
 )
@@ -136,8 +180,9 @@ return 1
 )
 
 # Extend a held lease; a record that vanished (restart, failover, eviction) is written again.
-# Returns 1 when it re-created the claim. KEYS[1]; ARGV command_id, owner, lease µs,
-# retention ms, time shift µs
+# A kept outcome is a finished code: not re-created. Returns 1 when it re-created the claim.
+# KEYS[1] record, KEYS[2] kept outcome; ARGV command_id, owner, lease µs, retention ms,
+# time shift µs
 _RENEW = LuaScript(
     LUA_NOW
     + """
@@ -149,7 +194,7 @@ if rec[1] == 'c' and rec[2] == ARGV[1] and rec[3] == ARGV[2] then
   redis.call('PEXPIRE', key, ARGV[4])
   return 0
 end
-if rec[1] then return 0 end
+if rec[1] or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('HSET', key, 's', 'c', 'i', ARGV[1], 'o', ARGV[2], 'l', lease_until, 'm', '0')
 redis.call('PEXPIRE', key, ARGV[4])
 return 1
@@ -179,6 +224,31 @@ def code_key(prefix: str, key: CodeKey) -> str:
     return f"{prefix}code:{len(key.corp_id)}:{key.corp_id}:{key.response_code}"
 
 
+def kept_key(prefix: str, key: CodeKey) -> str:
+    """The kept outcome's key: short, named by the code's digest, in the record's hash slot."""
+    digest = base64.urlsafe_b64encode(code_digest(key.corp_id, key.response_code))
+    tag = _slot_tags()[key_slot(code_key(prefix, key).encode())]
+    return f"{prefix}k:{{{tag}}}{digest.decode().rstrip('=')}"
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each hash slot, the shortest hash tag of letters and digits that falls in it."""
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    left = REDIS_CLUSTER_HASH_SLOTS
+    alphabet = string.ascii_letters + string.digits
+    for length in itertools.count(1):  # three characters cover every slot
+        for letters in itertools.product(alphabet, repeat=length):
+            tag = "".join(letters)
+            slot = key_slot(tag.encode())
+            if tags[slot] is None:
+                tags[slot] = tag
+                left -= 1
+                if not left:
+                    return tuple(t or "" for t in tags)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class RedisStateStore:
     """:class:`worker.ports.StateStore` on Redis, shared by replicas. Open with :meth:`open`."""
 
@@ -189,6 +259,7 @@ class RedisStateStore:
         owner: str,
         lease_seconds: float,
         retention_seconds: float,
+        replay_window_seconds: float,
         wait_replicas: int,
         wait_timeout: float,
         prefix: str,
@@ -196,9 +267,10 @@ class RedisStateStore:
         close_connection: bool,
     ) -> None:
         """Hold the settings; :meth:`open` checks them and the connection."""
-        if lease_seconds <= 0 or retention_seconds <= 0 or wait_replicas < 0:
+        if min(lease_seconds, retention_seconds, replay_window_seconds) <= 0 or wait_replicas < 0:
             raise ValueError(
-                "lease_seconds and retention_seconds must be positive, wait_replicas >= 0"
+                "lease_seconds, retention_seconds and replay_window_seconds must be positive, "
+                "wait_replicas >= 0"
             )
         self._connection = connection
         self._client = connection.client
@@ -206,6 +278,9 @@ class RedisStateStore:
         self.owner = owner
         self.lease_us = round(lease_seconds * MICROS)
         self.retention_ms = round(retention_seconds * 1000)
+        self.replay_window_seconds = replay_window_seconds
+        # A done record outliving its retention would be pointless: the window is capped by it.
+        self.window_ms = round(min(replay_window_seconds, retention_seconds) * 1000)
         self.wait_replicas = wait_replicas
         self.wait_ms = max(1, round(wait_timeout * 1000))
         self.prefix = prefix
@@ -224,6 +299,7 @@ class RedisStateStore:
         owner: str,
         lease_seconds: float = 60.0,
         retention_seconds: float = 73 * 3600.0,
+        replay_window_seconds: float = 3600.0,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
         prefix: str = "wecom:",
@@ -239,6 +315,7 @@ class RedisStateStore:
         ``wait_replicas``: claims must reach that many replicas (``WAIT``) within
         ``wait_timeout`` seconds. ``time_shift`` (seconds added to the server's
         clock) lets tests move time; it is 0 in the worker.
+        ``replay_window_seconds``: how long a done record keeps its full Result.
         """
         if wait_replicas and connection.target.kind == "cluster":
             raise StoreUnavailable(
@@ -250,12 +327,14 @@ class RedisStateStore:
             owner=owner,
             lease_seconds=lease_seconds,
             retention_seconds=retention_seconds,
+            replay_window_seconds=replay_window_seconds,
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
             prefix=prefix,
             time_shift=time_shift,
             close_connection=close_connection,
         )
+        await asyncio.to_thread(_slot_tags)  # built once per process, ~0.3 s of CPU
         await store.ping()
         return store
 
@@ -265,12 +344,23 @@ class RedisStateStore:
         """Atomically take the code for ``command_id`` or say who has it (see the module doc)."""
         self._check_open()
         nonce = secrets.token_hex(8)
-        args = [command_id, self.owner, nonce, self.lease_us, self.retention_ms, self._shift_us()]
+        args = [
+            command_id,
+            self.owner,
+            nonce,
+            self.lease_us,
+            self.retention_ms,
+            self._shift_us(),
+            self.window_ms * 1000,
+            pack_command_id(command_id),
+        ]
         name = self._key(key)
+        names = (name, kept_key(self.prefix, key))
         if not self.wait_replicas:
-            return _decode_claim(await self._batcher.run(_CLAIM, name, args, "claim a code"))
-        reply, acked = await self._batcher.run_replicated(_CLAIM, name, args, "claim a code")
-        outcome = _decode_claim(reply)
+            reply = await self._batcher.run(_CLAIM, names, args, "claim a code")
+            return self._decode_claim(reply, key, command_id)
+        reply, acked = await self._batcher.run_replicated(_CLAIM, names, args, "claim a code")
+        outcome = self._decode_claim(reply, key, command_id)
         if isinstance(outcome, Claimed) and acked < self.wait_replicas:
             with contextlib.suppress(StoreUnavailable):  # if this fails, the lease runs out
                 unclaim = [nonce, self.retention_ms]
@@ -285,8 +375,21 @@ class RedisStateStore:
     async def complete(self, key: CodeKey, command_id: str, result: bytes, *, spent: bool) -> None:
         """Record the outcome; written over a lost claim but never over a spent code's record."""
         self._check_open()
-        args = [command_id, int(spent), result, self.retention_ms]
-        await self._batcher.run(_COMPLETE, self._key(key), args, "record an outcome")
+        shift = self._time_shift()
+        kept = pack_kept(
+            result, command_id, spent=spent, maybe_spent=False, finished_at=time.time() + shift
+        )
+        args = [
+            command_id,
+            int(spent),
+            result,
+            self.retention_ms,
+            self.window_ms,
+            kept,
+            round(shift * MICROS),
+        ]
+        names = (self._key(key), kept_key(self.prefix, key))
+        await self._batcher.run(_COMPLETE, names, args, "record an outcome")
 
     async def release(self, key: CodeKey, command_id: str, *, maybe_spent: bool) -> None:
         """Give back a code this command holds in this process; the flag is OR-ed in."""
@@ -304,7 +407,7 @@ class RedisStateStore:
             *(
                 self._batcher.run(
                     _RENEW,
-                    self._key(key),
+                    (self._key(key), kept_key(self.prefix, key)),
                     [command_id, self.owner, self.lease_us, self.retention_ms, shift],
                     "renew leases",
                 )
@@ -335,6 +438,19 @@ class RedisStateStore:
 
     def _key(self, key: CodeKey) -> str:
         return code_key(self.prefix, key)
+
+    def _decode_claim(self, reply: list[Any], key: CodeKey, command_id: str) -> ClaimOutcome:
+        """The claim script's answer as a :data:`ClaimOutcome`."""
+        tag = reply[0]
+        if tag == b"c":
+            return Claimed(maybe_spent=reply[1] == b"1")
+        if tag == b"r":
+            return Replay(bytes(reply[1]))
+        if tag == b"u":
+            return AlreadyUsed(reply[1].decode())
+        if tag == b"k":
+            return decide_kept(bytes(reply[1]), key, command_id, self.replay_window_seconds)
+        return Busy(reply[1].decode(), int(reply[2]) / MICROS)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -435,18 +551,6 @@ def _values(name: str, reply: Any) -> list[str]:
     if value is None:
         return []
     return [value.decode() if isinstance(value, bytes) else str(value)]
-
-
-def _decode_claim(reply: list[Any]) -> ClaimOutcome:
-    """The claim script's answer as a :data:`ClaimOutcome`."""
-    tag = reply[0]
-    if tag == b"c":
-        return Claimed(maybe_spent=reply[1] == b"1")
-    if tag == b"r":
-        return Replay(bytes(reply[1]))
-    if tag == b"u":
-        return AlreadyUsed(reply[1].decode())
-    return Busy(reply[1].decode(), int(reply[2]) / MICROS)
 
 
 def _describe(error: BaseException) -> str:
