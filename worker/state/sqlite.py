@@ -671,9 +671,9 @@ class SqliteStateStore:
         self._next_purge = time.monotonic() + (0.0 if more else self._purge_interval)
 
     def _purge_step(self, conn: sqlite3.Connection, now: float) -> int:
-        """Delete up to ``purge_batch`` records and as many kept outcomes past retention."""
+        """Delete up to ``purge_batch`` records and kept outcomes past retention; count them."""
         deleted = conn.execute(_PURGE, (now, self._purge_batch)).rowcount
-        return max(deleted, conn.execute(_PURGE_KEPT, (now, self._purge_batch)).rowcount)
+        return deleted + conn.execute(_PURGE_KEPT, (now, self._purge_batch)).rowcount
 
     def _keep_step(self, conn: sqlite3.Connection, now: float) -> int:
         """Shrink up to ``purge_batch`` done records past the replay window to kept outcomes."""
