@@ -13,8 +13,9 @@ replay window and each store does what it does there. Measured:
   free space is in the figure.
 * **Redis** (a server started here on loopback): growth of ``used_memory`` per
   code with every full record, then after the records are gone (what their
-  TTL, the window, does; the bench deletes them), leaving the kept outcomes;
-  and ``MEMORY USAGE`` of one key of each kind.
+  TTL, the window, does; the bench deletes them), leaving the kept outcomes
+  (hourly hashes per slot); ``MEMORY USAGE`` of one full record and of one
+  kept hash divided by its codes.
 
 Then a capacity table for WeCom's ceiling of 10,000 calls per minute per corp:
 one window of full records (1 h: 600,000) plus 72 h of kept outcomes
@@ -42,7 +43,7 @@ from tests.services import RedisServer  # noqa: E402 - needs ROOT on sys.path
 from wecom_card_contracts import Result, encode_result  # noqa: E402
 from worker.ports import CodeKey, StateStore  # noqa: E402
 from worker.redis_target import connect_redis, parse_redis_url  # noqa: E402
-from worker.state.redis import RedisStateStore, code_key, kept_key  # noqa: E402
+from worker.state.redis import RedisStateStore, code_key, kept_base  # noqa: E402
 from worker.state.sqlite import SqliteStateStore  # noqa: E402
 
 CORP = "ww0123456789abcdef"
@@ -155,7 +156,8 @@ async def redis_figures(codes: int, style: str) -> tuple[float, float, int, int]
             full = (memory() - before) / codes
             sample = CodeKey(CORP, response_code(0))
             full_usage = int(client.memory_usage(code_key("wecom:", sample)) or 0)
-            kept_usage = int(client.memory_usage(kept_key("wecom:", sample)) or 0)
+            (bucket,) = client.keys(kept_base("wecom:", sample) + "*")
+            kept_usage = int(client.memory_usage(bucket) or 0) // int(client.hlen(bucket))
             gone = 0
             for batch in batched(client.scan_iter(match="wecom:code:*", count=5000), 5000):
                 gone += int(client.unlink(*batch))  # what the window's TTL does
@@ -201,7 +203,8 @@ async def main() -> None:
     print(f"| SQLite | {s_full:.0f} | {s_kept:.0f} | dbstat pages of the table + its index |")
     print(
         f"| Redis | {r_full:.0f} | {r_kept:.0f} | used_memory growth "
-        f"(MEMORY USAGE of one key: {r_full_usage} full, {r_kept_usage} kept) |"
+        f"(MEMORY USAGE: {r_full_usage} of one full record, {r_kept_usage} per code of "
+        "one kept hash) |"
     )
     print(
         f"\none corp at {PER_MINUTE:,} calls/min: {CODES_PER_WINDOW:,} full records "

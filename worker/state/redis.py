@@ -22,11 +22,12 @@ stored Result, ``f`` when it was recorded (server microseconds).
 
 The replay window: a ``done`` record lives only ``replay_window_seconds``; the
 same script that writes it writes the code's *kept outcome*
-(:mod:`worker.state.compact`, ~30 bytes) under a short key named by a digest of
-the code, with the retention TTL. A claim that finds no record (or a done one
-older than the window: the answer must not depend on Redis's expiry) decides
-from the kept outcome. The short key carries a hash tag chosen to fall in the
-record's slot (:func:`kept_key`), so every script still runs on one slot.
+(:mod:`worker.state.compact`, ~30 bytes) as a field of an hourly hash of its
+slot (see ``_LUA_KEPT``), kept for the retention. A claim that finds no record
+(or a done one older than the window: the answer must not depend on when Redis
+expires it) decides from the kept outcome. The hashes' names carry a hash tag
+chosen to fall in the record's slot (:func:`kept_base`), so every script still
+runs on one slot.
 
 Calls of many tasks go to Redis together (:mod:`worker.redis_batch`): one
 pipeline per turn of the event loop, which costs a fraction of the CPU of one
@@ -43,7 +44,6 @@ target without its password.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import itertools
@@ -76,40 +76,78 @@ if TYPE_CHECKING:
 
     from worker.redis_target import RedisConnection
 
-__all__ = ["RedisStateStore", "code_key", "kept_key"]
+__all__ = ["KEPT_PERIOD_SECONDS", "RedisStateStore", "code_key", "kept_base", "kept_field"]
 
 T = TypeVar("T")
 
 _log = structlog.get_logger(__name__)
 
 MICROS: Final = 1_000_000
+KEPT_PERIOD_SECONDS: Final = 3600  # one kept hash per hour and slot
+KEPT_FIELD_BYTES: Final = 12
 EVICTION_FREE: Final = "noeviction"  # every record has a TTL: volatile-* policies evict them too
 
-# A kept outcome (compact.py): byte 1 flags (1 spent, 2 maybe spent), the command id after
-# the first HEAD_BYTES bytes. Past the window the claim answers from it: 'k' hands it to
-# Python for a late replay or a duplicate; an unspent one is taken over here.
-# KEYS[1] record, KEYS[2] kept outcome; ARGV command_id, owner, nonce, lease µs, retention ms,
-# time shift µs, replay window µs, packed command id
+# Kept outcomes live in hashes, one per hour and hash slot: ``<prefix>k:{tag}:<hour>``
+# (``{tag}`` puts it in its record's slot, :func:`kept_base`), field = 12 bytes of the code's
+# digest, value = compact.pack_kept. A small hash is one listpack: ~45 bytes a code instead
+# of a key of its own (~200). A bucket expires a retention after its hour ends and a lookup
+# reads the buckets of a retention back, all by the server's clock: a kept outcome is
+# remembered for the retention, rounded up to the hour. A done record names its bucket
+# (``b``): a code has at most one kept outcome, found without a search while its record
+# lives.
+# ARGV of the kept functions: base (KEYS[2]), field, retention ms, period µs.
+_LUA_KEPT = """
+local function kept_find(base, field, now, retention_ms, period)
+  local last = math.floor(now / period)
+  local first = math.floor((now - tonumber(retention_ms) * 1000) / period)
+  for b = last, first, -1 do
+    local name = base .. int(b)
+    local v = redis.call('HGET', name, field)
+    if v then return v, name end
+  end
+  return false, nil
+end
+local function kept_put(base, field, value, now, retention_ms, period)
+  local b = int(math.floor(now / period))
+  local name = base .. b
+  redis.call('HSET', name, field, value)
+  redis.call('PEXPIRE', name, int(tonumber(retention_ms) + period / 1000), 'NX')
+  return b
+end
+"""
+
+# Past the window a claim answers from the kept outcome (byte 1 flags: 1 spent, 2 maybe
+# spent; the command id after HEAD_BYTES bytes): 'k' hands it to Python for a late replay or
+# a duplicate; an unspent one is taken over here.
+# KEYS[1] record, KEYS[2] kept base; ARGV command_id, owner, nonce, lease µs, retention ms,
+# time shift µs, replay window µs, packed command id, kept field, kept period µs
 _CLAIM = LuaScript(
     LUA_NOW
+    + _LUA_KEPT
     + """
-local key, kept_key, cmd = KEYS[1], KEYS[2], ARGV[1]
+local key, base, cmd, field = KEYS[1], KEYS[2], ARGV[1], ARGV[9]
+local period = tonumber(ARGV[10])
 local now = server_now(ARGV[6])
-local rec = redis.call('HMGET', key, 's', 'i', 'l', 'm', 'p', 'r', 'n', 'f')
+local rec = redis.call('HMGET', key, 's', 'i', 'l', 'm', 'p', 'r', 'n', 'f', 'b')
 local state = rec[1]
+local kept, kept_at = false, nil
 local function take(maybe)
-  redis.call('DEL', key, kept_key)
+  if kept_at then redis.call('HDEL', kept_at, field) end
+  redis.call('DEL', key)
   redis.call('HSET', key, 's', 'c', 'i', cmd, 'o', ARGV[2], 'n', ARGV[3],
              'l', int(now + tonumber(ARGV[4])), 'm', maybe)
   redis.call('PEXPIRE', key, ARGV[5])
   return {'c', maybe}
 end
-if state == 'd' and rec[8] and now - tonumber(rec[8]) >= tonumber(ARGV[7])
-   and redis.call('EXISTS', kept_key) == 1 then
-  state = nil
+if state == 'd' and rec[9] then
+  kept_at = base .. rec[9]
+  if rec[8] and now - tonumber(rec[8]) >= tonumber(ARGV[7]) then
+    kept = redis.call('HGET', kept_at, field)
+    if kept then state = nil end
+  end
 end
 if not state then
-  local kept = redis.call('GET', kept_key)
+  if not kept then kept, kept_at = kept_find(base, field, now, ARGV[5], period) end
   if not kept then return take('0') end
   local flags = string.byte(kept, 1)
   if string.sub(kept, HEAD_BYTES + 1) == ARGV[8] or flags % 2 == 1 then return {'k', kept} end
@@ -132,33 +170,40 @@ return take('1')
 # outcome never displaces another command's claim or release. An expired record is absent.
 # A kept outcome counts as a done record. The record lives for the replay window, its kept
 # outcome (ARGV[6] with its flags byte set here) for the retention.
-# KEYS[1] record, KEYS[2] kept outcome; ARGV command_id, spent (0/1), result, retention ms,
-# replay window ms, kept outcome, time shift µs
+# KEYS[1] record, KEYS[2] kept base; ARGV command_id, spent (0/1), result, retention ms,
+# replay window ms, kept outcome, time shift µs, kept field, kept period µs
 _COMPLETE = LuaScript(
     LUA_NOW
+    + _LUA_KEPT
     + """
-local key, kept_key, cmd, spent = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
-local rec = redis.call('HMGET', key, 's', 'i', 'm', 'p')
+local key, base, cmd, spent, field = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[8]
+local period = tonumber(ARGV[9])
+local now = server_now(ARGV[7])
+local rec = redis.call('HMGET', key, 's', 'i', 'm', 'p', 'b')
 local maybe = spent
+local kept_at = nil
 if rec[1] then
   if rec[1] == 'd' and rec[4] == '1' then return 0 end
   if spent == '0' and rec[2] ~= cmd and rec[1] ~= 'd' then return 0 end
   if rec[3] == '1' then maybe = '1' end
+  if rec[1] == 'd' and rec[5] then kept_at = base .. rec[5] end
 else
-  local kept = redis.call('GET', kept_key)
+  local kept
+  kept, kept_at = kept_find(base, field, now, ARGV[4], period)
   if kept then
     local flags = string.byte(kept, 1)
     if flags % 2 == 1 then return 0 end
     if flags >= 2 then maybe = '1' end
   end
 end
-redis.call('DEL', key)
-redis.call('HSET', key, 's', 'd', 'i', cmd, 'm', maybe, 'p', spent, 'r', ARGV[3],
-           'f', int(server_now(ARGV[7])))
-redis.call('PEXPIRE', key, ARGV[5])
+if kept_at then redis.call('HDEL', kept_at, field) end
 local flags = tonumber(spent)
 if maybe == '1' then flags = flags + 2 end
-redis.call('SET', kept_key, string.char(flags) .. string.sub(ARGV[6], 2), 'PX', ARGV[4])
+local b = kept_put(base, field, string.char(flags) .. string.sub(ARGV[6], 2), now, ARGV[4], period)
+redis.call('DEL', key)
+redis.call('HSET', key, 's', 'd', 'i', cmd, 'm', maybe, 'p', spent, 'r', ARGV[3],
+           'f', int(now), 'b', b)
+redis.call('PEXPIRE', key, ARGV[5])
 return 1
 """
 )
@@ -179,22 +224,24 @@ return 1
 """
 )
 
-# Extend a held lease; a record that vanished (restart, failover, eviction) is written again.
-# A kept outcome is a finished code: not re-created. Returns 1 when it re-created the claim.
-# KEYS[1] record, KEYS[2] kept outcome; ARGV command_id, owner, lease µs, retention ms,
-# time shift µs
+# Extend a held lease; a record that vanished (restart, failover, eviction) is written again,
+# unless a kept outcome says the code is finished. Returns 1 when it re-created the claim.
+# KEYS[1] record, KEYS[2] kept base; ARGV command_id, owner, lease µs, retention ms,
+# time shift µs, kept field, kept period µs
 _RENEW = LuaScript(
     LUA_NOW
+    + _LUA_KEPT
     + """
 local key = KEYS[1]
-local lease_until = int(server_now(ARGV[5]) + tonumber(ARGV[3]))
+local now = server_now(ARGV[5])
+local lease_until = int(now + tonumber(ARGV[3]))
 local rec = redis.call('HMGET', key, 's', 'i', 'o')
 if rec[1] == 'c' and rec[2] == ARGV[1] and rec[3] == ARGV[2] then
   redis.call('HSET', key, 'l', lease_until)
   redis.call('PEXPIRE', key, ARGV[4])
   return 0
 end
-if rec[1] or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if rec[1] or kept_find(KEYS[2], ARGV[6], now, ARGV[4], tonumber(ARGV[7])) then return 0 end
 redis.call('HSET', key, 's', 'c', 'i', ARGV[1], 'o', ARGV[2], 'l', lease_until, 'm', '0')
 redis.call('PEXPIRE', key, ARGV[4])
 return 1
@@ -224,11 +271,18 @@ def code_key(prefix: str, key: CodeKey) -> str:
     return f"{prefix}code:{len(key.corp_id)}:{key.corp_id}:{key.response_code}"
 
 
-def kept_key(prefix: str, key: CodeKey) -> str:
-    """The kept outcome's key: short, named by the code's digest, in the record's hash slot."""
-    digest = base64.urlsafe_b64encode(code_digest(key.corp_id, key.response_code))
-    tag = _slot_tags()[key_slot(code_key(prefix, key).encode())]
-    return f"{prefix}k:{{{tag}}}{digest.decode().rstrip('=')}"
+def kept_base(prefix: str, key: CodeKey) -> str:
+    """The start of the names of the hourly hashes holding this code's kept outcome.
+
+    Its hash tag is chosen to fall in the record's slot, so that a script reads both on
+    one Redis Cluster node.
+    """
+    return f"{prefix}k:{{{_slot_tags()[key_slot(code_key(prefix, key).encode())]}}}:"
+
+
+def kept_field(key: CodeKey) -> bytes:
+    """The code's field in its kept hash: 12 bytes of its digest (only its slot's codes compete)."""
+    return code_digest(key.corp_id, key.response_code)[:KEPT_FIELD_BYTES]
 
 
 @functools.cache
@@ -353,9 +407,11 @@ class RedisStateStore:
             self._shift_us(),
             self.window_ms * 1000,
             pack_command_id(command_id),
+            kept_field(key),
+            KEPT_PERIOD_SECONDS * MICROS,
         ]
         name = self._key(key)
-        names = (name, kept_key(self.prefix, key))
+        names = (name, kept_base(self.prefix, key))
         if not self.wait_replicas:
             reply = await self._batcher.run(_CLAIM, names, args, "claim a code")
             return self._decode_claim(reply, key, command_id)
@@ -387,8 +443,10 @@ class RedisStateStore:
             self.window_ms,
             kept,
             round(shift * MICROS),
+            kept_field(key),
+            KEPT_PERIOD_SECONDS * MICROS,
         ]
-        names = (self._key(key), kept_key(self.prefix, key))
+        names = (self._key(key), kept_base(self.prefix, key))
         await self._batcher.run(_COMPLETE, names, args, "record an outcome")
 
     async def release(self, key: CodeKey, command_id: str, *, maybe_spent: bool) -> None:
@@ -407,8 +465,16 @@ class RedisStateStore:
             *(
                 self._batcher.run(
                     _RENEW,
-                    (self._key(key), kept_key(self.prefix, key)),
-                    [command_id, self.owner, self.lease_us, self.retention_ms, shift],
+                    (self._key(key), kept_base(self.prefix, key)),
+                    [
+                        command_id,
+                        self.owner,
+                        self.lease_us,
+                        self.retention_ms,
+                        shift,
+                        kept_field(key),
+                        KEPT_PERIOD_SECONDS * MICROS,
+                    ],
                     "renew leases",
                 )
                 for key, command_id in claims
