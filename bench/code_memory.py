@@ -1,6 +1,7 @@
 """What remembering one response_code costs in each state store, before and after the replay window.
 
     .venv/bin/python bench/code_memory.py [--codes 100000] [--command-id uuid|short|long]
+                                          [--per-hash 55]
 
 Both stores get the same work: ``--codes`` codes claimed and completed (64 in
 flight) with a realistic stored Result (~300 bytes), then time moves past the
@@ -13,8 +14,12 @@ replay window and each store does what it does there. Measured:
   free space is in the figure.
 * **Redis** (a server started here on loopback): growth of ``used_memory`` per
   code with every full record, then after the records are gone (what their
-  TTL, the window, does; the bench deletes them), leaving the kept outcomes
-  (hourly hashes per slot); ``MEMORY USAGE`` of one full record and of one
+  TTL, the window, does; the bench deletes them), leaving the kept outcomes. Redis
+  keeps them in small hashes per slot, split and 6 h; at WeCom's ceiling one
+  hash holds ~55 codes (``--per-hash``), so the bench gives its codes hash
+  tags that spread them over as many hashes as that rate fills; the per-hash
+  overhead is then what it would be at the ceiling
+  (small hashes per slot and 6 h); ``MEMORY USAGE`` of one full record and of one
   kept hash divided by its codes.
 
 Then a capacity table for WeCom's ceiling of 10,000 calls per minute per corp:
@@ -43,7 +48,7 @@ from tests.services import RedisServer  # noqa: E402 - needs ROOT on sys.path
 from wecom_card_contracts import Result, encode_result  # noqa: E402
 from worker.ports import CodeKey, StateStore  # noqa: E402
 from worker.redis_target import connect_redis, parse_redis_url  # noqa: E402
-from worker.state.redis import RedisStateStore, code_key, kept_base  # noqa: E402
+from worker.state.redis import KEPT_SPLIT, RedisStateStore, code_key, kept_base  # noqa: E402
 from worker.state.sqlite import SqliteStateStore  # noqa: E402
 
 CORP = "ww0123456789abcdef"
@@ -63,9 +68,9 @@ def command_id(style: str, i: int) -> str:
     return str(uuid.UUID(int=i * 7919 + 1))
 
 
-def response_code(i: int) -> str:
-    """A code shaped like WeCom's (43 characters of base64url)."""
-    return f"{i:012d}".rjust(43, "K")
+def response_code(i: int, tags: int) -> str:
+    """A code of 43 characters like WeCom's, in one of ``tags`` hash slots."""
+    return f"{{{i % tags}}}{i:012d}".rjust(43, "K")
 
 
 def stored_result(cmd: str, code: str, now: float) -> bytes:
@@ -86,14 +91,14 @@ def stored_result(cmd: str, code: str, now: float) -> bytes:
     )
 
 
-async def fill(store: StateStore, codes: int, style: str) -> int:
+async def fill(store: StateStore, codes: int, style: str, tags: int) -> int:
     """Claim and complete ``codes`` codes, 64 in flight; the mean stored Result size."""
     gate = asyncio.Semaphore(64)
     sizes = 0
 
     async def one(i: int) -> None:
         nonlocal sizes
-        cmd, code = command_id(style, i), response_code(i)
+        cmd, code = command_id(style, i), response_code(i, tags)
         result = stored_result(cmd, code, time.time())
         sizes += len(result)
         async with gate:
@@ -112,7 +117,7 @@ def table_bytes(path: str, names: tuple[str, ...]) -> int:
         return int(conn.execute(query, names).fetchone()[0])
 
 
-async def sqlite_figures(codes: int, style: str) -> tuple[float, float, int]:
+async def sqlite_figures(codes: int, style: str, tags: int) -> tuple[float, float, int]:
     """Bytes per code with full records, then with kept outcomes; mean Result size."""
     shift = [0.0]
 
@@ -130,7 +135,7 @@ async def sqlite_figures(codes: int, style: str) -> tuple[float, float, int]:
             purge_batch=5000,
             replay_window_seconds=WINDOW,
         )
-        result_size = await fill(store, codes, style)
+        result_size = await fill(store, codes, style, tags)
         full = table_bytes(path, ("codes", "codes_expires_at")) / codes
         shift[0] = WINDOW + 1
         shrunk = await store.keep_due()
@@ -140,7 +145,7 @@ async def sqlite_figures(codes: int, style: str) -> tuple[float, float, int]:
     return full, kept, result_size
 
 
-async def redis_figures(codes: int, style: str) -> tuple[float, float, int, int]:
+async def redis_figures(codes: int, style: str, tags: int) -> tuple[float, float, int, float]:
     """used_memory per code with full records and with kept outcomes; MEMORY USAGE of each."""
     server = RedisServer()
     server.start()
@@ -152,12 +157,12 @@ async def redis_figures(codes: int, style: str) -> tuple[float, float, int, int]
         with redis.Redis.from_url(server.url) as client:
             memory: Callable[[], int] = lambda: int(client.info("memory")["used_memory"])  # noqa: E731
             before = memory()
-            await fill(store, codes, style)
+            await fill(store, codes, style, tags)
             full = (memory() - before) / codes
-            sample = CodeKey(CORP, response_code(0))
+            sample = CodeKey(CORP, response_code(0, tags))
             full_usage = int(client.memory_usage(code_key("wecom:", sample)) or 0)
             (bucket,) = client.keys(kept_base("wecom:", sample) + "*")
-            kept_usage = int(client.memory_usage(bucket) or 0) // int(client.hlen(bucket))
+            kept_usage = int(client.memory_usage(bucket) or 0) / int(client.hlen(bucket))
             gone = 0
             for batch in batched(client.scan_iter(match="wecom:code:*", count=5000), 5000):
                 gone += int(client.unlink(*batch))  # what the window's TTL does
@@ -190,20 +195,25 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--codes", type=int, default=100_000)
     parser.add_argument("--command-id", choices=("uuid", "short", "long"), default="uuid")
+    parser.add_argument("--per-hash", type=int, default=55, help="codes per kept hash (Redis)")
     args = parser.parse_args()
-    s_full, s_kept, result_size = await sqlite_figures(args.codes, args.command_id)
-    r_full, r_kept, r_full_usage, r_kept_usage = await redis_figures(args.codes, args.command_id)
+    tags = max(1, args.codes // (args.per_hash * KEPT_SPLIT))
+    s_full, s_kept, result_size = await sqlite_figures(args.codes, args.command_id, tags)
+    r_full, r_kept, r_full_usage, r_kept_usage = await redis_figures(
+        args.codes, args.command_id, tags
+    )
     print(
         f"\n{args.codes} codes, command ids {args.command_id} "
         f"(e.g. {command_id(args.command_id, 1)!r}), stored Result {result_size} bytes, "
-        f"response_code {len(response_code(0))} characters"
+        f"response_code {len(response_code(0, tags))} characters, "
+        f"{args.codes / (tags * KEPT_SPLIT):.0f} codes per kept hash in Redis"
     )
     print("\n| store | bytes / code, full record | bytes / code, kept outcome | how measured |")
     print("| --- | ---: | ---: | --- |")
     print(f"| SQLite | {s_full:.0f} | {s_kept:.0f} | dbstat pages of the table + its index |")
     print(
         f"| Redis | {r_full:.0f} | {r_kept:.0f} | used_memory growth "
-        f"(MEMORY USAGE: {r_full_usage} of one full record, {r_kept_usage} per code of "
+        f"(MEMORY USAGE: {r_full_usage} of one full record, {r_kept_usage:.0f} per code of "
         "one kept hash) |"
     )
     print(

@@ -18,16 +18,17 @@ a broken connection recognises its own write instead of seeing "busy".
 Fields (short names keep each record small): ``s`` state (``c`` claimed, ``d``
 done, ``r`` released), ``i`` command_id, ``o`` owner, ``n`` claim nonce, ``l``
 lease end (server microseconds), ``m`` maybe spent, ``p`` spent, ``r`` the
-stored Result, ``f`` when it was recorded (server microseconds).
+stored Result, ``f`` when it was recorded (server microseconds), ``b`` the
+period number of its kept outcome's hash.
 
 The replay window: a ``done`` record lives only ``replay_window_seconds``; the
 same script that writes it writes the code's *kept outcome*
-(:mod:`worker.state.compact`, ~30 bytes) as a field of an hourly hash of its
-slot (see ``_LUA_KEPT``), kept for the retention. A claim that finds no record
-(or a done one older than the window: the answer must not depend on when Redis
-expires it) decides from the kept outcome. The hashes' names carry a hash tag
-chosen to fall in the record's slot (:func:`kept_base`), so every script still
-runs on one slot.
+(:mod:`worker.state.compact`, ~30 bytes) as a field of a small hash shared with
+other codes of its slot and period (see ``_LUA_KEPT``), kept for the retention.
+A claim that finds no record (or a done one older than the window: the answer
+must not depend on when Redis expires it) decides from the kept outcome. The
+hashes' names carry a hash tag chosen to fall in the record's slot
+(:func:`kept_base`), so every script still runs on one slot.
 
 Calls of many tasks go to Redis together (:mod:`worker.redis_batch`): one
 pipeline per turn of the event loop, which costs a fraction of the CPU of one
@@ -83,18 +84,22 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 
 MICROS: Final = 1_000_000
-KEPT_PERIOD_SECONDS: Final = 3600  # one kept hash per hour and slot
+# A claim of a fresh code reads one kept hash per period of the retention (~1 µs each): 6 h
+# makes 13. Split in 4 by the code's digest, a hash holds ~55 codes at WeCom's ceiling of
+# 10,000 calls/min: under the 128 entries of Redis's compact listpack encoding.
+KEPT_PERIOD_SECONDS: Final = 6 * 3600
+KEPT_SPLIT: Final = 4
 KEPT_FIELD_BYTES: Final = 12
 EVICTION_FREE: Final = "noeviction"  # every record has a TTL: volatile-* policies evict them too
 
-# Kept outcomes live in hashes, one per hour and hash slot: ``<prefix>k:{tag}:<hour>``
-# (``{tag}`` puts it in its record's slot, :func:`kept_base`), field = 12 bytes of the code's
-# digest, value = compact.pack_kept. A small hash is one listpack: ~45 bytes a code instead
-# of a key of its own (~200). A bucket expires a retention after its hour ends and a lookup
-# reads the buckets of a retention back, all by the server's clock: a kept outcome is
-# remembered for the retention, rounded up to the hour. A done record names its bucket
-# (``b``): a code has at most one kept outcome, found without a search while its record
-# lives.
+# Kept outcomes live in hashes, one per period, hash slot and split:
+# ``<prefix>k:{tag}:<split>:<period number>`` (``{tag}`` puts it in its record's slot,
+# :func:`kept_base`), field = 12 bytes of the code's digest, value = compact.pack_kept. A
+# small hash is one listpack: ~50 bytes a code instead of a key of its own (~200). A bucket
+# expires a retention after its period ends and a lookup reads the buckets of a retention
+# back, all by the server's clock: a kept outcome is remembered for the retention, rounded up
+# to the period. A done record names its bucket (``b``): a code has at most one kept
+# outcome, found without a search while its record lives.
 # ARGV of the kept functions: base (KEYS[2]), field, retention ms, period µs.
 _LUA_KEPT = """
 local function kept_find(base, field, now, retention_ms, period)
@@ -272,12 +277,14 @@ def code_key(prefix: str, key: CodeKey) -> str:
 
 
 def kept_base(prefix: str, key: CodeKey) -> str:
-    """The start of the names of the hourly hashes holding this code's kept outcome.
+    """The start of the names of the hashes (one per period) that may hold this code's kept outcome.
 
     Its hash tag is chosen to fall in the record's slot, so that a script reads both on
     one Redis Cluster node.
     """
-    return f"{prefix}k:{{{_slot_tags()[key_slot(code_key(prefix, key).encode())]}}}:"
+    tag = _slot_tags()[key_slot(code_key(prefix, key).encode())]
+    split = code_digest(key.corp_id, key.response_code)[-1] % KEPT_SPLIT
+    return f"{prefix}k:{{{tag}}}:{split}:"
 
 
 def kept_field(key: CodeKey) -> bytes:
