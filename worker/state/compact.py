@@ -11,11 +11,13 @@ keeps what single use and a late replay need, packed in a few bytes (the
 * bytes 2-5, errcode (signed, big-endian; :data:`NO_ERRCODE` for none);
 * byte 6, attempts (capped at 255);
 * bytes 7-12, finished_at in milliseconds;
+* bytes 13-16, finished_at - received_at in milliseconds;
 * the rest, the first command's id (:func:`pack_command_id`).
 
 A replay after the window is rebuilt from it (:func:`late_replay`): the same
 status, errcode and ``error.code``, ``invalid_users`` empty and an ``errmsg``
-saying the details are no longer kept. The record itself is found by a 16-byte
+saying the details are no longer kept; its times are the first answer's, to the
+millisecond. The record itself is found by a 16-byte
 digest of (corp_id, response_code) (:func:`code_digest`).
 """
 
@@ -61,8 +63,9 @@ KINDS: Final[tuple[tuple[Status, ErrorCode | None], ...]] = (
 _KIND_OF: Final = {pair: index for index, pair in enumerate(KINDS)}
 _UNKNOWN_KIND: Final = KINDS.index(("indeterminate", None))
 NO_ERRCODE: Final = -(2**31)
-_HEAD: Final = struct.Struct(">BBiB")  # flags, kind, errcode, attempts; then 6 bytes of ms
-HEAD_BYTES: Final = _HEAD.size + 6  # where the command id starts (Lua: string.sub(v, 14))
+_HEAD: Final = struct.Struct(">BBiB")  # flags, kind, errcode, attempts; then the times
+_TIMES: Final = struct.Struct(">HII")  # finished_at ms (48 bits: high 16, low 32), its age ms
+HEAD_BYTES: Final = _HEAD.size + _TIMES.size  # where the command id starts
 SPENT: Final = 1
 MAYBE_SPENT: Final = 2
 
@@ -83,6 +86,7 @@ class _Stored(msgspec.Struct):
     errcode: int | None = None
     attempts: int = 0
     finished_at: float | None = None
+    received_at: float | None = None
     error: _KeptError | None = None
 
 
@@ -99,6 +103,7 @@ class Kept(msgspec.Struct, frozen=True):
     errcode: int | None
     attempts: int
     finished_at: float
+    received_at: float
     command: bytes  # pack_command_id of the first command
 
 
@@ -148,7 +153,7 @@ def kept_command_name(packed: bytes) -> str:
 def pack_kept(
     result: bytes, command_id: str, *, spent: bool, maybe_spent: bool, finished_at: float
 ) -> bytes:
-    """The kept outcome of a stored Result; ``finished_at`` when the Result has none.
+    """The kept outcome of a stored Result; ``finished_at`` when the Result has no times.
 
     A stored value that is not a Result with a known status (the pipeline never
     writes one) is kept as ``indeterminate``: what happened is not known.
@@ -167,15 +172,20 @@ def pack_kept(
         else max(NO_ERRCODE + 1, min(stored.errcode, 2**31 - 1))
     )
     flags = (SPENT if spent else 0) | (MAYBE_SPENT if maybe_spent or spent else 0)
-    when = stored.finished_at if stored.finished_at is not None else finished_at
-    millis = max(0, min(round(when * 1000), 2**48 - 1))
+    finished = stored.finished_at if stored.finished_at is not None else finished_at
+    received = stored.received_at if stored.received_at is not None else finished
+    millis = max(0, min(round(finished * 1000), 2**48 - 1))
+    took = max(0, min(millis - round(received * 1000), 2**32 - 1))
     head = _HEAD.pack(flags, kind, errcode, min(max(stored.attempts, 0), 255))
-    return head + millis.to_bytes(6, "big") + pack_command_id(command_id)
+    times = _TIMES.pack(millis >> 32, millis & 0xFFFFFFFF, took)
+    return head + times + pack_command_id(command_id)
 
 
 def unpack_kept(packed: bytes) -> Kept:
     """A kept outcome's fields."""
     flags, kind, errcode, attempts = _HEAD.unpack_from(packed)
+    high, low, took = _TIMES.unpack_from(packed, _HEAD.size)
+    millis = (high << 32) | low
     status, error_code = KINDS[kind] if kind < len(KINDS) else KINDS[_UNKNOWN_KIND]
     return Kept(
         spent=bool(flags & SPENT),
@@ -184,7 +194,8 @@ def unpack_kept(packed: bytes) -> Kept:
         error_code=error_code,
         errcode=None if errcode == NO_ERRCODE else errcode,
         attempts=attempts,
-        finished_at=int.from_bytes(packed[_HEAD.size : HEAD_BYTES], "big") / 1000,
+        finished_at=millis / 1000,
+        received_at=(millis - took) / 1000,
         command=packed[HEAD_BYTES:],
     )
 
@@ -205,7 +216,7 @@ def late_replay(kept: Kept, command_id: str, response_code: str, window_seconds:
         errmsg=f"{prefix} ({note})" if prefix else note,
         error=error,
         attempts=kept.attempts,
-        received_at=kept.finished_at,  # not kept: the finish time is the closest known
+        received_at=kept.received_at,
         finished_at=kept.finished_at,
     )
     return encode_result(result)
