@@ -17,8 +17,8 @@ keeps what single use and a late replay need, packed in a few bytes (the
 A replay after the window is rebuilt from it (:func:`late_replay`): the same
 status, errcode and ``error.code``, ``invalid_users`` empty and an ``errmsg``
 saying the details are no longer kept; its times are the first answer's, to the
-millisecond. The record itself is found by a 16-byte
-digest of (corp_id, response_code) (:func:`code_digest`).
+millisecond. The record itself is found by a 12-byte digest of (corp_id,
+response_code) (:func:`code_digest`).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ HEAD_BYTES: Final = _HEAD.size + _TIMES.size  # where the command id starts
 SPENT: Final = 1
 MAYBE_SPENT: Final = 2
 
+CODE_DIGEST_BYTES: Final = 12
 # Command ids up to this many UTF-8 bytes are kept as they are: duplicates name them exactly.
 RAW_ID_BYTES: Final = 32
 _ID_DIGEST_BYTES: Final = 16
@@ -108,10 +109,14 @@ class Kept(msgspec.Struct, frozen=True):
 
 
 def code_digest(corp_id: str, response_code: str) -> bytes:
-    """16 bytes naming one (corp_id, response_code); the length prefix keeps any two apart."""
+    """12 bytes naming one (corp_id, response_code); the length prefix keeps any two apart.
+
+    96 bits: among the 44 million codes one corp at WeCom's ceiling leaves in 73 h,
+    two share a digest with odds of about 1e-14.
+    """
     corp = corp_id.encode()
     data = len(corp).to_bytes(2, "big") + corp + response_code.encode()
-    return hashlib.blake2b(data, digest_size=16).digest()
+    return hashlib.blake2b(data, digest_size=CODE_DIGEST_BYTES).digest()
 
 
 def pack_command_id(command_id: str) -> bytes:

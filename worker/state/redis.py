@@ -89,12 +89,11 @@ MICROS: Final = 1_000_000
 # 10,000 calls/min: under the 128 entries of Redis's compact listpack encoding.
 KEPT_PERIOD_SECONDS: Final = 6 * 3600
 KEPT_SPLIT: Final = 4
-KEPT_FIELD_BYTES: Final = 12
 EVICTION_FREE: Final = "noeviction"  # every record has a TTL: volatile-* policies evict them too
 
 # Kept outcomes live in hashes, one per period, hash slot and split:
 # ``<prefix>k:{tag}:<split>:<period number>`` (``{tag}`` puts it in its record's slot,
-# :func:`kept_base`), field = 12 bytes of the code's digest, value = compact.pack_kept. A
+# :func:`kept_base`), field = the code's 12-byte digest, value = compact.pack_kept. A
 # small hash is one listpack: ~50 bytes a code instead of a key of its own (~200). A bucket
 # expires a retention after its period ends and a lookup reads the buckets of a retention
 # back, all by the server's clock: a kept outcome is remembered for the retention, rounded up
@@ -288,8 +287,8 @@ def kept_base(prefix: str, key: CodeKey) -> str:
 
 
 def kept_field(key: CodeKey) -> bytes:
-    """The code's field in its kept hash: 12 bytes of its digest (only its slot's codes compete)."""
-    return code_digest(key.corp_id, key.response_code)[:KEPT_FIELD_BYTES]
+    """The code's field in its kept hash: its 12-byte digest."""
+    return code_digest(key.corp_id, key.response_code)
 
 
 @functools.cache
