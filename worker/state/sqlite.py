@@ -13,6 +13,13 @@ fails only its own future; when SQLite rolls the whole transaction back (disk
 full, I/O error) or the COMMIT fails, every operation of the batch fails with
 :class:`~worker.errors.StoreUnavailable`.
 
+The replay window: a ``done`` record keeps its full Result for
+``replay_window_seconds``; then the background purge passes move it to the
+``kept`` table as its kept outcome (:mod:`worker.state.compact`, ~35 bytes
+keyed by a 12-byte digest of the code). A code is in ``codes`` or in ``kept``,
+never both; every operation looks in ``kept`` too (one indexed read). A claim
+treats a done record past the window as kept even before a pass moved it.
+
 A ``<path>.lock`` file beside the database holds an exclusive ``flock`` for the
 store's lifetime: one process per database. That is what lets :meth:`open`
 treat every ``claimed`` record it finds as the orphan of a dead process and
