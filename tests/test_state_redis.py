@@ -339,7 +339,7 @@ async def test_sentinel_failover_is_followed_and_no_claim_is_lost(
 async def test_every_script_runs_on_a_cluster(
     redis_cluster: RedisClusterGroup, open_store: Opener
 ) -> None:
-    """Claim, complete, release, renew (pipelined across nodes) and report work on 3 masters."""
+    """Claim, complete, release, renew (pipelined across nodes), kept outcomes and report work on 3 masters."""
     store = await open_store(redis_cluster.url)
     prefix = f"cluster-{time.time_ns()}"
     keys = [CodeKey(KEY.corp_id, f"{prefix}-{i}") for i in range(30)]  # spread over the slots
@@ -349,6 +349,12 @@ async def test_every_script_runs_on_a_cluster(
     assert await store.renew([(key, "a") for key in gone]) == 10
     await store.complete(keys[0], "a", RESULT, spent=True)
     assert await store.claim(keys[0], "b") == AlreadyUsed("a")
+    for key in keys[2:]:
+        await store.complete(key, "a", RESULT, spent=True)
+    later = await open_store(redis_cluster.url, owner="owner-2", time_shift=lambda: 7200.0)
+    for key in keys[2:]:  # past the window: kept outcomes, read on each key's node
+        assert await later.claim(key, "b") == AlreadyUsed("a")
+        assert isinstance(await later.claim(key, "a"), Replay)
     await store.release(keys[1], "a", maybe_spent=True)
     assert await store.claim(keys[1], "b") == Claimed(maybe_spent=True)
     report = await store.report()
