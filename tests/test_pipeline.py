@@ -299,3 +299,23 @@ async def test_a_command_deferred_for_72_hours_without_code_issued_at_expires(ri
     assert out.result.error is not None
     assert "first received" in out.result.error.message
     assert rig.sim.state.code_stats("rc-od").calls == 0
+
+
+async def test_replay_after_the_window_keeps_status_and_errcode(rig: Rig) -> None:
+    """A command redelivered after the replay window gets its status and errcode, marked replayed."""
+    rig.store.replay_window_seconds = 0.05  # read at each claim; the worker's is an hour
+    first = await reply(rig, Delivery(body("late", "rc-late")))
+    assert first.result.status == "ok"
+    await asyncio.sleep(0.1)
+    again = await reply(rig, Delivery(body("late", "rc-late"), correlation_id="corr-late"))
+    result = again.result
+    assert (result.status, result.errcode, result.replayed) == ("ok", 0, True)
+    assert (result.command_id, result.correlation_id) == ("late", "corr-late")
+    assert result.invalid_users == []
+    assert result.errmsg is not None
+    assert "no longer kept" in result.errmsg
+    other = await reply(rig, Delivery(body("other", "rc-late")))
+    assert other.result.status == "duplicate"
+    assert other.result.error is not None
+    assert "'late'" in other.result.error.message
+    assert rig.sim.state.code_stats("rc-late").calls == 1

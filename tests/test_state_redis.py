@@ -20,7 +20,7 @@ from worker.errors import StoreUnavailable
 from worker.ports import AlreadyUsed, Busy, Claimed, CodeKey, Replay
 from worker.redis_target import connect_redis, parse_redis_url
 from worker.settings import load_settings
-from worker.state.redis import RedisStateStore, code_key
+from worker.state.redis import KEPT_PERIOD_SECONDS, RedisStateStore, code_key, kept_base
 from worker.wiring import open_shared
 
 KEY = CodeKey("ww0123456789abcdef", "code-1")
@@ -117,31 +117,68 @@ async def test_a_replica_sees_what_another_recorded(
 async def test_records_expire_by_ttl_after_their_last_change(
     fresh_redis_url: str, open_store: Opener
 ) -> None:
-    """Every write sets the record's TTL to the retention; an expired record is a fresh code."""
-    store = await open_store(fresh_redis_url, retention_seconds=73 * 3600.0)
+    """A claim lives for the retention; a done record for the window; its kept outcome's hash for the retention after its hour."""
+    store = await open_store(
+        fresh_redis_url, retention_seconds=73 * 3600.0, replay_window_seconds=600.0
+    )
     with redis.Redis.from_url(fresh_redis_url) as client:
         await store.claim(KEY, "a")
         assert 73 * 3600_000 - 5000 < client.pttl(code_key("wecom:", KEY)) <= 73 * 3600_000
         await store.complete(KEY, "a", RESULT, spent=True)
-        assert 73 * 3600_000 - 5000 < client.pttl(code_key("wecom:", KEY)) <= 73 * 3600_000
+        assert 600_000 - 5000 < client.pttl(code_key("wecom:", KEY)) <= 600_000
+        (bucket,) = client.keys(kept_base("wecom:", KEY) + "*")
+        assert int(bucket.rsplit(b":", 1)[1]) == int(time.time() // KEPT_PERIOD_SECONDS)
+        lives = (73 * 3600 + KEPT_PERIOD_SECONDS) * 1000  # a retention after its period's end
+        assert lives - 5000 < client.pttl(bucket) <= lives
     short = await open_store(fresh_redis_url, owner="owner-2", retention_seconds=0.2)
     other = CodeKey(KEY.corp_id, "code-2")
-    await short.complete(other, "a", RESULT, spent=True)
+    await short.claim(other, "a")
+    await short.release(other, "a", maybe_spent=True)
     await asyncio.sleep(0.3)
     assert await short.claim(other, "b") == Claimed(maybe_spent=False)
 
 
 async def test_a_done_record_is_small(fresh_redis_url: str, open_store: Opener) -> None:
-    """A done record holds state, command id, flags and the result, and little else."""
+    """A done record holds state, command id, flags, the result, its time and bucket, little else."""
     store = await open_store(fresh_redis_url)
     await store.claim(KEY, "command-0001")
     await store.complete(KEY, "command-0001", RESULT, spent=True)
     with redis.Redis.from_url(fresh_redis_url) as client:
         fields = client.hgetall(code_key("wecom:", KEY))
         usage = client.memory_usage(code_key("wecom:", KEY))
-    assert set(fields) == {b"s", b"i", b"m", b"p", b"r"}
+    assert set(fields) == {b"s", b"i", b"m", b"p", b"r", b"f", b"b"}
     assert usage is not None
     assert usage < 200 + len(RESULT)
+
+
+async def test_kept_outcomes_share_their_records_slot() -> None:
+    """The hashes of a code's kept outcome hash to its record's slot, whatever the code (Redis Cluster)."""
+    codes = [f"code-{i}" for i in range(300)] + ["a{b}c", "{x}", "}{", "{}", "ö"]
+    for code in codes:
+        key = CodeKey(KEY.corp_id, code)
+        record, kept = code_key("wecom:", key), kept_base("wecom:", key) + "82305"
+        assert redis.crc.key_slot(kept.encode()) == redis.crc.key_slot(record.encode())
+        assert len(kept) <= len("wecom:k:{abc}:0:82305")
+
+
+async def test_kept_outcomes_of_a_slot_share_one_small_hash(
+    fresh_redis_url: str, open_store: Opener
+) -> None:
+    """Codes of one slot, split and period go to one listpack hash; their records go with the window."""
+    store = await open_store(fresh_redis_url, replay_window_seconds=0.05)
+    slot = [CodeKey(KEY.corp_id, f"{{same-slot}}-{i}") for i in range(400)]
+    keys = [key for key in slot if kept_base("wecom:", key) == kept_base("wecom:", slot[0])][:50]
+    assert len(keys) == 50
+    for key in keys:
+        await store.claim(key, "a")
+        await store.complete(key, "a", RESULT, spent=True)
+    await asyncio.sleep(0.2)
+    with redis.Redis.from_url(fresh_redis_url) as client:
+        assert client.keys("wecom:code:*") == []
+        (bucket,) = client.keys(kept_base("wecom:", keys[0]) + "*")
+        assert client.hlen(bucket) == 50
+        assert client.object("encoding", bucket) == b"listpack"
+    assert await store.claim(keys[7], "b") == AlreadyUsed("a")
 
 
 # --- durability as found ---------------------------------------------------------------------
@@ -339,7 +376,7 @@ async def test_sentinel_failover_is_followed_and_no_claim_is_lost(
 async def test_every_script_runs_on_a_cluster(
     redis_cluster: RedisClusterGroup, open_store: Opener
 ) -> None:
-    """Claim, complete, release, renew (pipelined across nodes) and report work on 3 masters."""
+    """Claim, complete, release, renew (pipelined across nodes), kept outcomes and report work on 3 masters."""
     store = await open_store(redis_cluster.url)
     prefix = f"cluster-{time.time_ns()}"
     keys = [CodeKey(KEY.corp_id, f"{prefix}-{i}") for i in range(30)]  # spread over the slots
@@ -349,6 +386,12 @@ async def test_every_script_runs_on_a_cluster(
     assert await store.renew([(key, "a") for key in gone]) == 10
     await store.complete(keys[0], "a", RESULT, spent=True)
     assert await store.claim(keys[0], "b") == AlreadyUsed("a")
+    for key in keys[2:]:
+        await store.complete(key, "a", RESULT, spent=True)
+    later = await open_store(redis_cluster.url, owner="owner-2", time_shift=lambda: 7200.0)
+    for key in keys[2:]:  # past the window: kept outcomes, read on each key's node
+        assert await later.claim(key, "b") == AlreadyUsed("a")
+        assert isinstance(await later.claim(key, "a"), Replay)
     await store.release(keys[1], "a", maybe_spent=True)
     assert await store.claim(keys[1], "b") == Claimed(maybe_spent=True)
     report = await store.report()

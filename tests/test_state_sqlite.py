@@ -176,6 +176,70 @@ async def test_purge_runs_at_open(open_store: Opener, clock: Clock, db_path: str
     assert rows(db_path) == []
 
 
+def kept_rows(db_path: str) -> list[tuple[bytes, int]]:
+    """Every kept outcome (digest left out) and its expiry."""
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        return conn.execute("SELECT outcome, expires_at FROM kept").fetchall()
+
+
+# --- the replay window ----------------------------------------------------------------------
+
+
+async def test_done_records_shrink_after_the_window_and_go_after_retention(
+    open_store: Opener, clock: Clock, db_path: str
+) -> None:
+    """Past the window a done record becomes a kept outcome of a few dozen bytes; it expires with the retention."""
+    store = await open_store(purge_batch=7, replay_window_seconds=600.0)
+    for i in range(20):
+        key = CodeKey(KEY.corp_id, f"old-{i}")
+        await store.claim(key, f"c{i}")
+        await store.complete(key, f"c{i}", RESULT_A, spent=True)
+    await store.claim(KEY, "held")
+    clock.advance(599)
+    assert await store.keep_due() == 0
+    clock.advance(2)
+    assert await store.keep_due() == 20
+    assert [r[1:4] for r in rows(db_path)] == [(KEY.response_code, "claimed", "held")]
+    kept = kept_rows(db_path)
+    assert len(kept) == 20
+    assert all(len(outcome) <= 17 + 4 for outcome, _ in kept)  # 17 bytes + "=c<i>"
+    assert await store.claim(CodeKey(KEY.corp_id, "old-3"), "other") == AlreadyUsed("c3")
+    clock.advance(RETENTION - 600)
+    assert await store.purge_expired() == 21  # the kept outcomes and the forgotten claim
+    assert kept_rows(db_path) == []
+    assert await store.claim(CodeKey(KEY.corp_id, "old-3"), "other") == FRESH
+
+
+async def test_the_background_pass_shrinks_done_records(
+    open_store: Opener, clock: Clock, db_path: str
+) -> None:
+    """The purge pass that runs on its own also shrinks what the window left behind."""
+    store = await open_store(purge_interval=0.02, replay_window_seconds=600.0)
+    await store.claim(KEY, "a")
+    await store.complete(KEY, "a", RESULT_A, spent=True)
+    clock.advance(601)
+    for _ in range(300):
+        if kept_rows(db_path):
+            break
+        await asyncio.sleep(0.01)
+    assert rows(db_path) == []
+    assert len(kept_rows(db_path)) == 1
+
+
+async def test_a_database_of_schema_1_is_upgraded(open_store: Opener, db_path: str) -> None:
+    """A database an older worker wrote gains the kept table and schema 2 (older workers refuse it)."""
+    first = await open_store()
+    await first.complete(KEY, "a", RESULT_A, spent=True)
+    await first.close()
+    execute(db_path, "DROP TABLE kept")
+    execute(db_path, "PRAGMA user_version = 1")
+    store = await open_store()
+    assert await store.claim(KEY, "b") == AlreadyUsed("a")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert kept_rows(db_path) == []
+
+
 # --- one process per database, restarts ----------------------------------------------------
 
 

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
 
+from wecom_card_contracts import Result, ResultError, decode_result, encode_result
 from worker.errors import StoreUnavailable
 from worker.ports import AlreadyUsed, Busy, Claimed, ClaimOutcome, CodeKey, Replay, StateStore
 from worker.redis_target import connect_redis, parse_redis_url
@@ -24,6 +26,7 @@ from worker.state.redis import RedisStateStore, code_key
 from worker.state.sqlite import SqliteStateStore
 
 LEASE = 60.0
+WINDOW = 3600.0
 KEY = CodeKey("ww0123456789abcdef", "code-1")
 RESULT_A = b'{"command_id":"a","status":"ok"}'
 RESULT_B = b'{"command_id":"b","status":"failed"}'
@@ -38,6 +41,7 @@ class Harness:
     forget: Callable[[CodeKey], None]  # delete a record behind the store's back
     now: Callable[[], Awaitable[float]]  # the store's clock, Unix seconds
     advance: Callable[[float], None]
+    shrink: Callable[[StateStore], Awaitable[None]]  # do what the store does after the window
 
 
 def sqlite_harness(tmp_path: Path, shift: list[float]) -> Harness:
@@ -48,7 +52,9 @@ def sqlite_harness(tmp_path: Path, shift: list[float]) -> Harness:
         return 1_764_000_000.0 + shift[0]
 
     async def open_store(owner: str) -> StateStore:
-        return await SqliteStateStore.open(db_path, owner=owner, lease_seconds=LEASE, clock=clock)
+        return await SqliteStateStore.open(
+            db_path, owner=owner, lease_seconds=LEASE, replay_window_seconds=WINDOW, clock=clock
+        )
 
     def forget(key: CodeKey) -> None:
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
@@ -57,7 +63,11 @@ def sqlite_harness(tmp_path: Path, shift: list[float]) -> Harness:
     async def now() -> float:
         return clock()
 
-    return Harness(open_store, forget, now, lambda _: None)
+    async def shrink(store: StateStore) -> None:
+        assert isinstance(store, SqliteStateStore)
+        await store.keep_due()  # what the background pass does
+
+    return Harness(open_store, forget, now, lambda _: None, shrink)
 
 
 def redis_harness(url: str, shift: list[float]) -> Harness:
@@ -66,7 +76,11 @@ def redis_harness(url: str, shift: list[float]) -> Harness:
     async def open_store(owner: str) -> StateStore:
         connection = await connect_redis(parse_redis_url(url), password=None, socket_timeout=2.0)
         return await RedisStateStore.open(
-            connection, owner=owner, lease_seconds=LEASE, time_shift=lambda: shift[0]
+            connection,
+            owner=owner,
+            lease_seconds=LEASE,
+            replay_window_seconds=WINDOW,
+            time_shift=lambda: shift[0],
         )
 
     def forget(key: CodeKey) -> None:
@@ -79,7 +93,12 @@ def redis_harness(url: str, shift: list[float]) -> Harness:
         server_now: float = seconds + micros / 1e6
         return server_now + shift[0]
 
-    return Harness(open_store, forget, now, lambda _: None)
+    async def shrink(_: StateStore) -> None:
+        with redis.Redis.from_url(url) as client:  # the done records' TTL (the window) ran out
+            for name in client.scan_iter(match="wecom:code:*"):
+                client.delete(name)
+
+    return Harness(open_store, forget, now, lambda _: None, shrink)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -100,7 +119,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     def advance(seconds: float) -> None:
         shift[0] += seconds
 
-    yield Harness(open_store, made.forget, made.now, advance)
+    yield Harness(open_store, made.forget, made.now, advance, made.shrink)
     for store in opened:
         await store.close()
 
@@ -369,3 +388,158 @@ async def test_closed_store_refuses_calls(harness: Harness) -> None:
     await store.close()  # twice is harmless
     with pytest.raises(StoreUnavailable, match="closed"):
         await store.claim(KEY, "a")
+
+
+# --- the replay window ----------------------------------------------------------------------
+
+PARTIAL = Result(
+    command_id="a",
+    correlation_id="corr-a",
+    status="partial",
+    agentid=1000002,
+    response_code=KEY.response_code,
+    errcode=0,
+    errmsg="ok",
+    invalid_users=["userid2"],
+    attempts=2,
+    received_at=1_764_000_001.25,
+    finished_at=1_764_000_001.5,
+)
+EXHAUSTED = msgspec.structs.replace(
+    PARTIAL,
+    status="failed",
+    errcode=-1,
+    errmsg="system busy",
+    invalid_users=[],
+    error=ResultError(code="retries_exhausted", message="WeCom kept answering -1"),
+)
+
+
+async def past_the_window(harness: Harness, store: StateStore, *, shrunk: bool) -> None:
+    """Move the store's time past the replay window; ``shrunk``: as after the store's own pass."""
+    harness.advance(WINDOW + 1)
+    if shrunk:
+        await harness.shrink(store)
+
+
+def late_replay_of(outcome: ClaimOutcome) -> Result:
+    """The Result a late replay re-sends."""
+    assert isinstance(outcome, Replay)
+    return decode_result(outcome.result)
+
+
+async def test_full_result_replays_within_the_window(store: StateStore, harness: Harness) -> None:
+    """Until the window ends, a redelivered command gets its whole stored result back."""
+    stored = encode_result(PARTIAL)
+    await store.claim(KEY, "a")
+    await store.complete(KEY, "a", stored, spent=True)
+    harness.advance(WINDOW - 5)
+    assert await store.claim(KEY, "a") == Replay(stored)
+
+
+@pytest.mark.parametrize("shrunk", [False, True])
+async def test_after_the_window_a_replay_keeps_status_and_errcode(
+    store: StateStore, harness: Harness, shrunk: bool
+) -> None:
+    """Past the window the replay has the status, errcode and attempts, no details, and says so."""
+    await store.claim(KEY, "a")
+    await store.complete(KEY, "a", encode_result(PARTIAL), spent=True)
+    await past_the_window(harness, store, shrunk=shrunk)
+    late = late_replay_of(await store.claim(KEY, "a"))
+    assert (late.command_id, late.status, late.errcode) == ("a", "partial", 0)
+    assert (late.response_code, late.attempts, late.error) == (KEY.response_code, 2, None)
+    assert late.invalid_users == []
+    assert late.errmsg is not None
+    assert late.errmsg.startswith("ok (details of this result are no longer kept")
+    assert (late.received_at, late.finished_at) == (PARTIAL.received_at, PARTIAL.finished_at)
+    assert late_replay_of(await store.claim(KEY, "a")) == late  # and again, the same
+
+
+@pytest.mark.parametrize("shrunk", [False, True])
+async def test_after_the_window_a_failure_keeps_its_error_code(
+    store: StateStore, harness: Harness, shrunk: bool
+) -> None:
+    """A failed outcome replays past the window with its errcode and error.code, not its texts."""
+    await store.claim(KEY, "a")
+    await store.complete(KEY, "a", encode_result(EXHAUSTED), spent=False)
+    await past_the_window(harness, store, shrunk=shrunk)
+    late = late_replay_of(await store.claim(KEY, "a"))
+    assert (late.status, late.errcode) == ("failed", -1)
+    assert late.error is not None
+    assert late.error.code == "retries_exhausted"
+    assert "no longer kept" in late.error.message
+    assert late.errmsg is not None
+    assert "no longer kept" in late.errmsg
+
+
+@pytest.mark.parametrize("shrunk", [False, True])
+@pytest.mark.parametrize(
+    ("first", "named"),
+    [
+        ("order-42-approve", "order-42-approve"),
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+        ("approval/" + "x" * 60, "approval/xxxxxxx…"),
+    ],
+)
+async def test_after_the_window_a_duplicate_names_the_first_command(
+    store: StateStore, harness: Harness, shrunk: bool, first: str, named: str
+) -> None:
+    """Another command still hears who spent the code: a short id or a UUID exactly, a long one by its start."""
+    await store.claim(KEY, first)
+    await store.complete(KEY, first, encode_result(PARTIAL), spent=True)
+    await past_the_window(harness, store, shrunk=shrunk)
+    assert await store.claim(KEY, "second") == AlreadyUsed(named)
+    assert late_replay_of(await store.claim(KEY, first)).command_id == first
+
+
+@pytest.mark.parametrize("shrunk", [False, True])
+async def test_after_the_window_a_spent_code_is_never_claimable(
+    store: StateStore, harness: Harness, shrunk: bool
+) -> None:
+    """Neither a renewal, nor a late outcome of another command, nor a long wait frees a spent code."""
+    await store.claim(KEY, "a")
+    await store.complete(KEY, "a", encode_result(PARTIAL), spent=True)
+    await past_the_window(harness, store, shrunk=shrunk)
+    assert await store.renew([(KEY, "b")]) == 0
+    await store.complete(KEY, "b", RESULT_B, spent=True)
+    await store.complete(KEY, "b", RESULT_B, spent=False)
+    await store.release(KEY, "b", maybe_spent=False)
+    harness.advance(70 * 3600)  # still inside the 73 h retention
+    assert await store.claim(KEY, "c") == AlreadyUsed("a")
+    assert late_replay_of(await store.claim(KEY, "a")).status == "partial"
+
+
+@pytest.mark.parametrize("shrunk", [False, True])
+@pytest.mark.parametrize("maybe_spent", [False, True])
+async def test_after_the_window_an_unspent_code_goes_to_the_next_command(
+    store: StateStore, harness: Harness, shrunk: bool, maybe_spent: bool
+) -> None:
+    """A code its command did not spend is taken by the next one, with what may have been sent."""
+    await store.claim(KEY, "a")
+    if maybe_spent:  # a's lease ran out mid-call: a may have sent it
+        harness.advance(LEASE + 1)
+        await store.claim(KEY, "b")
+        await store.complete(KEY, "b", RESULT_B, spent=False)
+    else:
+        await store.complete(KEY, "a", encode_result(EXHAUSTED), spent=False)
+    await past_the_window(harness, store, shrunk=shrunk)
+    assert await store.claim(KEY, "c") == Claimed(maybe_spent=maybe_spent)
+    assert isinstance(await store.claim(KEY, "d"), Busy)  # c holds it now
+    await store.complete(KEY, "c", encode_result(PARTIAL), spent=True)
+    assert await store.claim(KEY, "d") == AlreadyUsed("c")
+    assert await store.claim(KEY, "c") == Replay(encode_result(PARTIAL))  # a new window
+
+
+@pytest.mark.parametrize("shrunk", [False, True])
+async def test_after_the_window_an_unspent_code_can_be_recorded_over(
+    store: StateStore, harness: Harness, shrunk: bool
+) -> None:
+    """An outcome recorded without a claim over an unspent kept code replaces it, flags carried."""
+    await store.claim(KEY, "a")
+    harness.advance(LEASE + 1)
+    await store.claim(KEY, "b")
+    await store.complete(KEY, "b", RESULT_B, spent=False)
+    await past_the_window(harness, store, shrunk=shrunk)
+    await store.complete(KEY, "a", RESULT_A, spent=False)
+    assert await store.claim(KEY, "a") == Replay(RESULT_A)
+    assert await store.claim(KEY, "c") == Claimed(maybe_spent=True)

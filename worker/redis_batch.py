@@ -38,7 +38,7 @@ _REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
 @dataclass(slots=True)
 class _Call:
     script: LuaScript
-    key: str
+    keys: tuple[str, ...]  # one key, or keys sharing a slot
     args: list[Any]
     what: str
     replicated: bool
@@ -46,7 +46,7 @@ class _Call:
 
 
 class ScriptBatcher:
-    """Runs :class:`~worker.redis_lua.LuaScript` calls of one key each, batched."""
+    """Runs :class:`~worker.redis_lua.LuaScript` calls of one key (or one slot's keys), batched."""
 
     def __init__(
         self,
@@ -66,23 +66,32 @@ class ScriptBatcher:
         self._queue: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def run(self, script: LuaScript, key: str, args: list[Any], what: str) -> Any:
-        """The script's reply."""
+    async def run(
+        self, script: LuaScript, key: str | tuple[str, ...], args: list[Any], what: str
+    ) -> Any:
+        """The script's reply; several keys must share a hash slot (Redis Cluster)."""
         reply, _ = await self._submit(script, key, args, what, replicated=False)
         return reply
 
     async def run_replicated(
-        self, script: LuaScript, key: str, args: list[Any], what: str
+        self, script: LuaScript, key: str | tuple[str, ...], args: list[Any], what: str
     ) -> tuple[Any, int]:
         """The script's reply and how many replicas acknowledged it within the wait."""
         return await self._submit(script, key, args, what, replicated=True)
 
     def _submit(
-        self, script: LuaScript, key: str, args: list[Any], what: str, *, replicated: bool
+        self,
+        script: LuaScript,
+        key: str | tuple[str, ...],
+        args: list[Any],
+        what: str,
+        *,
+        replicated: bool,
     ) -> asyncio.Future[tuple[Any, int]]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Any, int]] = loop.create_future()
-        self._queue.append(_Call(script, key, args, what, replicated, future))
+        keys = (key,) if isinstance(key, str) else key
+        self._queue.append(_Call(script, keys, args, what, replicated, future))
         if self._sender is None:
             self._sender = loop.create_task(self._send_all(), name="redis script batches")
         return future
@@ -123,7 +132,7 @@ class ScriptBatcher:
         replicated = self._wait_replicas > 0 and any(call.replicated for call in batch)
         async with self._connection.client.pipeline(transaction=False) as pipe:
             for call in batch:
-                pipe.evalsha(call.script.sha, 1, call.key, *call.args)
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             if replicated:
                 pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
             replies = await pipe.execute(raise_on_error=False)

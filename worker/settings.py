@@ -210,7 +210,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         retry_budget=env.seconds("WECOM_RETRY_BUDGET", 30.0, 0.1, 3600.0),
         max_limiter_wait=env.seconds("WECOM_MAX_LIMITER_WAIT", 20.0, 0.0, 600.0),
         claim_lease=env.seconds("WECOM_CLAIM_LEASE", 60.0, 1.0, 3600.0),
-        replay_window=env.seconds("WECOM_REPLAY_WINDOW", 3600.0, 0.0, 72 * 3600.0),
+        replay_window=env.seconds("WECOM_REPLAY_WINDOW", 3600.0, 1.0, 72 * 3600.0),
         shutdown_grace=env.seconds("WECOM_SHUTDOWN_GRACE", 25.0, 0.0, 3600.0),
         publish_timeout=env.seconds("WECOM_PUBLISH_TIMEOUT", 10.0, 0.1, 600.0),
         sqlite_synchronous=env.choice("WECOM_SQLITE_SYNCHRONOUS", "FULL", ("FULL", "NORMAL")),  # type: ignore[arg-type]

@@ -147,6 +147,7 @@ async def open_shared(settings: Settings, stack: contextlib.AsyncExitStack) -> S
             owner=settings.instance_id,
             lease_seconds=settings.claim_lease,
             synchronous=settings.sqlite_synchronous,
+            replay_window_seconds=settings.replay_window,
         )
         stack.push_async_callback(store.close)
         return Shared(
@@ -179,6 +180,7 @@ async def open_redis_shared(
         connection,
         owner=settings.instance_id,
         lease_seconds=settings.claim_lease,
+        replay_window_seconds=settings.replay_window,
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout=REDIS_WAIT_TIMEOUT,
         close_connection=False,

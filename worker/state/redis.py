@@ -18,8 +18,17 @@ a broken connection recognises its own write instead of seeing "busy".
 Fields (short names keep each record small): ``s`` state (``c`` claimed, ``d``
 done, ``r`` released), ``i`` command_id, ``o`` owner, ``n`` claim nonce, ``l``
 lease end (server microseconds), ``m`` maybe spent, ``p`` spent, ``r`` the
-stored Result. A ``done`` record keeps the full Result for all of its life, as
-the SQLite store does today (no replay window yet).
+stored Result, ``f`` when it was recorded (server microseconds), ``b`` the
+period number of its kept outcome's hash.
+
+The replay window: a ``done`` record lives only ``replay_window_seconds``; the
+same script that writes it writes the code's *kept outcome*
+(:mod:`worker.state.compact`, ~30 bytes) as a field of a small hash shared with
+other codes of its slot and period (see ``_LUA_KEPT``), kept for the retention.
+A claim that finds no record (or a done one older than the window: the answer
+must not depend on when Redis expires it) decides from the kept outcome. The
+hashes' names carry a hash tag chosen to fall in the record's slot
+(:func:`kept_base`), so every script still runs on one slot.
 
 Calls of many tasks go to Redis together (:mod:`worker.redis_batch`): one
 pipeline per turn of the event loop, which costs a fraction of the CPU of one
@@ -38,11 +47,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import secrets
+import string
+import time
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 from redis.asyncio import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisError, ResponseError
 
 from worker.errors import StoreUnavailable
@@ -57,37 +71,94 @@ from worker.ports import (
 )
 from worker.redis_batch import ScriptBatcher
 from worker.redis_lua import LUA_NOW, LuaScript
+from worker.state.compact import HEAD_BYTES, code_digest, decide_kept, pack_command_id, pack_kept
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from worker.redis_target import RedisConnection
 
-__all__ = ["RedisStateStore", "code_key"]
+__all__ = ["KEPT_PERIOD_SECONDS", "RedisStateStore", "code_key", "kept_base", "kept_field"]
 
 T = TypeVar("T")
 
 _log = structlog.get_logger(__name__)
 
 MICROS: Final = 1_000_000
+# A claim of a fresh code reads one kept hash per period of the retention (~1 µs each): 6 h
+# makes 13. Split in 4 by the code's digest, a hash holds ~55 codes at WeCom's ceiling of
+# 10,000 calls/min: under the 128 entries of Redis's compact listpack encoding.
+KEPT_PERIOD_SECONDS: Final = 6 * 3600
+KEPT_SPLIT: Final = 4
 EVICTION_FREE: Final = "noeviction"  # every record has a TTL: volatile-* policies evict them too
 
-# KEYS[1] record; ARGV command_id, owner, nonce, lease µs, retention ms, time shift µs
+# Kept outcomes live in hashes, one per period, hash slot and split:
+# ``<prefix>k:{tag}:<split>:<period number>`` (``{tag}`` puts it in its record's slot,
+# :func:`kept_base`), field = the code's 12-byte digest, value = compact.pack_kept. A
+# small hash is one listpack: ~50 bytes a code instead of a key of its own (~200). A bucket
+# expires a retention after its period ends and a lookup reads the buckets of a retention
+# back, all by the server's clock: a kept outcome is remembered for the retention, rounded up
+# to the period. A done record names its bucket (``b``): a code has at most one kept
+# outcome, found without a search while its record lives.
+# ARGV of the kept functions: base (KEYS[2]), field, retention ms, period µs.
+_LUA_KEPT = """
+local function kept_find(base, field, now, retention_ms, period)
+  local last = math.floor(now / period)
+  local first = math.floor((now - tonumber(retention_ms) * 1000) / period)
+  for b = last, first, -1 do
+    local name = base .. int(b)
+    local v = redis.call('HGET', name, field)
+    if v then return v, name end
+  end
+  return false, nil
+end
+local function kept_put(base, field, value, now, retention_ms, period)
+  local b = int(math.floor(now / period))
+  local name = base .. b
+  redis.call('HSET', name, field, value)
+  redis.call('PEXPIRE', name, int(tonumber(retention_ms) + period / 1000), 'NX')
+  return b
+end
+"""
+
+# Past the window a claim answers from the kept outcome (byte 1 flags: 1 spent, 2 maybe
+# spent; the command id after HEAD_BYTES bytes): 'k' hands it to Python for a late replay or
+# a duplicate; an unspent one is taken over here.
+# KEYS[1] record, KEYS[2] kept base; ARGV command_id, owner, nonce, lease µs, retention ms,
+# time shift µs, replay window µs, packed command id, kept field, kept period µs
 _CLAIM = LuaScript(
     LUA_NOW
+    + _LUA_KEPT
     + """
-local key, cmd = KEYS[1], ARGV[1]
+local key, base, cmd, field = KEYS[1], KEYS[2], ARGV[1], ARGV[9]
+local period = tonumber(ARGV[10])
 local now = server_now(ARGV[6])
-local rec = redis.call('HMGET', key, 's', 'i', 'l', 'm', 'p', 'r', 'n')
+local rec = redis.call('HMGET', key, 's', 'i', 'l', 'm', 'p', 'r', 'n', 'f', 'b')
 local state = rec[1]
+local kept, kept_at = false, nil
 local function take(maybe)
+  if kept_at then redis.call('HDEL', kept_at, field) end
   redis.call('DEL', key)
   redis.call('HSET', key, 's', 'c', 'i', cmd, 'o', ARGV[2], 'n', ARGV[3],
              'l', int(now + tonumber(ARGV[4])), 'm', maybe)
   redis.call('PEXPIRE', key, ARGV[5])
   return {'c', maybe}
 end
-if not state then return take('0') end
+if state == 'd' and rec[9] then
+  kept_at = base .. rec[9]
+  if rec[8] and now - tonumber(rec[8]) >= tonumber(ARGV[7]) then
+    kept = redis.call('HGET', kept_at, field)
+    if kept then state = nil end
+  end
+end
+if not state then
+  if not kept then kept, kept_at = kept_find(base, field, now, ARGV[5], period) end
+  if not kept then return take('0') end
+  local flags = string.byte(kept, 1)
+  if string.sub(kept, HEAD_BYTES + 1) == ARGV[8] or flags % 2 == 1 then return {'k', kept} end
+  if flags >= 2 then return take('1') end
+  return take('0')
+end
 if state == 'd' then
   if rec[2] == cmd then return {'r', rec[6] or ''} end
   if rec[5] == '1' then return {'u', rec[2]} end
@@ -97,25 +168,47 @@ if state == 'r' then return take(rec[4]) end
 if rec[7] == ARGV[3] then return {'c', rec[4]} end
 if tonumber(rec[3]) > now then return {'b', rec[2], rec[3]} end
 return take('1')
-"""
+""".replace("HEAD_BYTES", str(HEAD_BYTES))
 )
 
 # The rules of sqlite.py's _COMPLETE: a done record whose code was spent is final; an unspent
 # outcome never displaces another command's claim or release. An expired record is absent.
-# KEYS[1] record; ARGV command_id, spent (0/1), result, retention ms
+# A kept outcome counts as a done record. The record lives for the replay window, its kept
+# outcome (ARGV[6] with its flags byte set here) for the retention.
+# KEYS[1] record, KEYS[2] kept base; ARGV command_id, spent (0/1), result, retention ms,
+# replay window ms, kept outcome, time shift µs, kept field, kept period µs
 _COMPLETE = LuaScript(
-    """
-local key, cmd, spent = KEYS[1], ARGV[1], ARGV[2]
-local rec = redis.call('HMGET', key, 's', 'i', 'm', 'p')
+    LUA_NOW
+    + _LUA_KEPT
+    + """
+local key, base, cmd, spent, field = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[8]
+local period = tonumber(ARGV[9])
+local now = server_now(ARGV[7])
+local rec = redis.call('HMGET', key, 's', 'i', 'm', 'p', 'b')
 local maybe = spent
+local kept_at = nil
 if rec[1] then
   if rec[1] == 'd' and rec[4] == '1' then return 0 end
   if spent == '0' and rec[2] ~= cmd and rec[1] ~= 'd' then return 0 end
   if rec[3] == '1' then maybe = '1' end
+  if rec[1] == 'd' and rec[5] then kept_at = base .. rec[5] end
+else
+  local kept
+  kept, kept_at = kept_find(base, field, now, ARGV[4], period)
+  if kept then
+    local flags = string.byte(kept, 1)
+    if flags % 2 == 1 then return 0 end
+    if flags >= 2 then maybe = '1' end
+  end
 end
+if kept_at then redis.call('HDEL', kept_at, field) end
+local flags = tonumber(spent)
+if maybe == '1' then flags = flags + 2 end
+local b = kept_put(base, field, string.char(flags) .. string.sub(ARGV[6], 2), now, ARGV[4], period)
 redis.call('DEL', key)
-redis.call('HSET', key, 's', 'd', 'i', cmd, 'm', maybe, 'p', spent, 'r', ARGV[3])
-redis.call('PEXPIRE', key, ARGV[4])
+redis.call('HSET', key, 's', 'd', 'i', cmd, 'm', maybe, 'p', spent, 'r', ARGV[3],
+           'f', int(now), 'b', b)
+redis.call('PEXPIRE', key, ARGV[5])
 return 1
 """
 )
@@ -136,21 +229,24 @@ return 1
 """
 )
 
-# Extend a held lease; a record that vanished (restart, failover, eviction) is written again.
-# Returns 1 when it re-created the claim. KEYS[1]; ARGV command_id, owner, lease µs,
-# retention ms, time shift µs
+# Extend a held lease; a record that vanished (restart, failover, eviction) is written again,
+# unless a kept outcome says the code is finished. Returns 1 when it re-created the claim.
+# KEYS[1] record, KEYS[2] kept base; ARGV command_id, owner, lease µs, retention ms,
+# time shift µs, kept field, kept period µs
 _RENEW = LuaScript(
     LUA_NOW
+    + _LUA_KEPT
     + """
 local key = KEYS[1]
-local lease_until = int(server_now(ARGV[5]) + tonumber(ARGV[3]))
+local now = server_now(ARGV[5])
+local lease_until = int(now + tonumber(ARGV[3]))
 local rec = redis.call('HMGET', key, 's', 'i', 'o')
 if rec[1] == 'c' and rec[2] == ARGV[1] and rec[3] == ARGV[2] then
   redis.call('HSET', key, 'l', lease_until)
   redis.call('PEXPIRE', key, ARGV[4])
   return 0
 end
-if rec[1] then return 0 end
+if rec[1] or kept_find(KEYS[2], ARGV[6], now, ARGV[4], tonumber(ARGV[7])) then return 0 end
 redis.call('HSET', key, 's', 'c', 'i', ARGV[1], 'o', ARGV[2], 'l', lease_until, 'm', '0')
 redis.call('PEXPIRE', key, ARGV[4])
 return 1
@@ -180,6 +276,40 @@ def code_key(prefix: str, key: CodeKey) -> str:
     return f"{prefix}code:{len(key.corp_id)}:{key.corp_id}:{key.response_code}"
 
 
+def kept_base(prefix: str, key: CodeKey) -> str:
+    """The start of the names of the hashes (one per period) that may hold this code's kept outcome.
+
+    Its hash tag is chosen to fall in the record's slot, so that a script reads both on
+    one Redis Cluster node.
+    """
+    tag = _slot_tags()[key_slot(code_key(prefix, key).encode())]
+    split = code_digest(key.corp_id, key.response_code)[-1] % KEPT_SPLIT
+    return f"{prefix}k:{{{tag}}}:{split}:"
+
+
+def kept_field(key: CodeKey) -> bytes:
+    """The code's field in its kept hash: its 12-byte digest."""
+    return code_digest(key.corp_id, key.response_code)
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each hash slot, the shortest hash tag of letters and digits that falls in it."""
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    left = REDIS_CLUSTER_HASH_SLOTS
+    alphabet = string.ascii_letters + string.digits
+    for length in itertools.count(1):  # three characters cover every slot
+        for letters in itertools.product(alphabet, repeat=length):
+            tag = "".join(letters)
+            slot = key_slot(tag.encode())
+            if tags[slot] is None:
+                tags[slot] = tag
+                left -= 1
+                if not left:
+                    return tuple(t or "" for t in tags)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class RedisStateStore:
     """:class:`worker.ports.StateStore` on Redis, shared by replicas. Open with :meth:`open`."""
 
@@ -190,6 +320,7 @@ class RedisStateStore:
         owner: str,
         lease_seconds: float,
         retention_seconds: float,
+        replay_window_seconds: float,
         wait_replicas: int,
         wait_timeout: float,
         prefix: str,
@@ -197,9 +328,10 @@ class RedisStateStore:
         close_connection: bool,
     ) -> None:
         """Hold the settings; :meth:`open` checks them and the connection."""
-        if lease_seconds <= 0 or retention_seconds <= 0 or wait_replicas < 0:
+        if min(lease_seconds, retention_seconds, replay_window_seconds) <= 0 or wait_replicas < 0:
             raise ValueError(
-                "lease_seconds and retention_seconds must be positive, wait_replicas >= 0"
+                "lease_seconds, retention_seconds and replay_window_seconds must be positive, "
+                "wait_replicas >= 0"
             )
         self._connection = connection
         self._client = connection.client
@@ -207,6 +339,9 @@ class RedisStateStore:
         self.owner = owner
         self.lease_us = round(lease_seconds * MICROS)
         self.retention_ms = round(retention_seconds * 1000)
+        self.replay_window_seconds = replay_window_seconds
+        # A done record outliving its retention would be pointless: the window is capped by it.
+        self.window_ms = round(min(replay_window_seconds, retention_seconds) * 1000)
         self.wait_replicas = wait_replicas
         self.wait_ms = max(1, round(wait_timeout * 1000))
         self.prefix = prefix
@@ -225,6 +360,7 @@ class RedisStateStore:
         owner: str,
         lease_seconds: float = 60.0,
         retention_seconds: float = 73 * 3600.0,
+        replay_window_seconds: float = 3600.0,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
         prefix: str = "wecom:",
@@ -240,6 +376,7 @@ class RedisStateStore:
         ``wait_replicas``: claims must reach that many replicas (``WAIT``) within
         ``wait_timeout`` seconds. ``time_shift`` (seconds added to the server's
         clock) lets tests move time; it is 0 in the worker.
+        ``replay_window_seconds``: how long a done record keeps its full Result.
         """
         if wait_replicas and connection.target.kind == "cluster":
             raise StoreUnavailable(
@@ -251,12 +388,14 @@ class RedisStateStore:
             owner=owner,
             lease_seconds=lease_seconds,
             retention_seconds=retention_seconds,
+            replay_window_seconds=replay_window_seconds,
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
             prefix=prefix,
             time_shift=time_shift,
             close_connection=close_connection,
         )
+        await asyncio.to_thread(_slot_tags)  # built once per process, ~0.3 s of CPU
         await store.ping()
         return store
 
@@ -266,12 +405,25 @@ class RedisStateStore:
         """Atomically take the code for ``command_id`` or say who has it (see the module doc)."""
         self._check_open()
         nonce = secrets.token_hex(8)
-        args = [command_id, self.owner, nonce, self.lease_us, self.retention_ms, self._shift_us()]
+        args = [
+            command_id,
+            self.owner,
+            nonce,
+            self.lease_us,
+            self.retention_ms,
+            self._shift_us(),
+            self.window_ms * 1000,
+            pack_command_id(command_id),
+            kept_field(key),
+            KEPT_PERIOD_SECONDS * MICROS,
+        ]
         name = self._key(key)
+        names = (name, kept_base(self.prefix, key))
         if not self.wait_replicas:
-            return _decode_claim(await self._batcher.run(_CLAIM, name, args, "claim a code"))
-        reply, acked = await self._batcher.run_replicated(_CLAIM, name, args, "claim a code")
-        outcome = _decode_claim(reply)
+            reply = await self._batcher.run(_CLAIM, names, args, "claim a code")
+            return self._decode_claim(reply, key, command_id)
+        reply, acked = await self._batcher.run_replicated(_CLAIM, names, args, "claim a code")
+        outcome = self._decode_claim(reply, key, command_id)
         if isinstance(outcome, Claimed) and acked < self.wait_replicas:
             with contextlib.suppress(StoreUnavailable):  # if this fails, the lease runs out
                 unclaim = [nonce, self.retention_ms]
@@ -292,12 +444,26 @@ class RedisStateStore:
         of the acks this raises, and the pipeline writes the outcome again (idempotent).
         """
         self._check_open()
-        args = [command_id, int(spent), result, self.retention_ms]
-        name = self._key(key)
+        shift = self._time_shift()
+        kept = pack_kept(
+            result, command_id, spent=spent, maybe_spent=False, finished_at=time.time() + shift
+        )
+        args = [
+            command_id,
+            int(spent),
+            result,
+            self.retention_ms,
+            self.window_ms,
+            kept,
+            round(shift * MICROS),
+            kept_field(key),
+            KEPT_PERIOD_SECONDS * MICROS,
+        ]
+        names = (self._key(key), kept_base(self.prefix, key))
         if not self.wait_replicas:
-            await self._batcher.run(_COMPLETE, name, args, "record an outcome")
+            await self._batcher.run(_COMPLETE, names, args, "record an outcome")
             return
-        _, acked = await self._batcher.run_replicated(_COMPLETE, name, args, "record an outcome")
+        _, acked = await self._batcher.run_replicated(_COMPLETE, names, args, "record an outcome")
         if acked < self.wait_replicas:
             raise StoreUnavailable(
                 f"redis state store {self.target}: the outcome reached {acked} of the "
@@ -321,8 +487,16 @@ class RedisStateStore:
             *(
                 self._batcher.run(
                     _RENEW,
-                    self._key(key),
-                    [command_id, self.owner, self.lease_us, self.retention_ms, shift],
+                    (self._key(key), kept_base(self.prefix, key)),
+                    [
+                        command_id,
+                        self.owner,
+                        self.lease_us,
+                        self.retention_ms,
+                        shift,
+                        kept_field(key),
+                        KEPT_PERIOD_SECONDS * MICROS,
+                    ],
                     "renew leases",
                 )
                 for key, command_id in claims
@@ -352,6 +526,19 @@ class RedisStateStore:
 
     def _key(self, key: CodeKey) -> str:
         return code_key(self.prefix, key)
+
+    def _decode_claim(self, reply: list[Any], key: CodeKey, command_id: str) -> ClaimOutcome:
+        """The claim script's answer as a :data:`ClaimOutcome`."""
+        tag = reply[0]
+        if tag == b"c":
+            return Claimed(maybe_spent=reply[1] == b"1")
+        if tag == b"r":
+            return Replay(bytes(reply[1]))
+        if tag == b"u":
+            return AlreadyUsed(reply[1].decode())
+        if tag == b"k":
+            return decide_kept(bytes(reply[1]), key, command_id, self.replay_window_seconds)
+        return Busy(reply[1].decode(), int(reply[2]) / MICROS)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -452,18 +639,6 @@ def _values(name: str, reply: Any) -> list[str]:
     if value is None:
         return []
     return [value.decode() if isinstance(value, bytes) else str(value)]
-
-
-def _decode_claim(reply: list[Any]) -> ClaimOutcome:
-    """The claim script's answer as a :data:`ClaimOutcome`."""
-    tag = reply[0]
-    if tag == b"c":
-        return Claimed(maybe_spent=reply[1] == b"1")
-    if tag == b"r":
-        return Replay(bytes(reply[1]))
-    if tag == b"u":
-        return AlreadyUsed(reply[1].decode())
-    return Busy(reply[1].decode(), int(reply[2]) / MICROS)
 
 
 def _describe(error: BaseException) -> str:

@@ -13,6 +13,13 @@ fails only its own future; when SQLite rolls the whole transaction back (disk
 full, I/O error) or the COMMIT fails, every operation of the batch fails with
 :class:`~worker.errors.StoreUnavailable`.
 
+The replay window: a ``done`` record keeps its full Result for
+``replay_window_seconds``; then the background purge passes move it to the
+``kept`` table as its kept outcome (:mod:`worker.state.compact`, ~35 bytes
+keyed by a 12-byte digest of the code). A code is in ``codes`` or in ``kept``,
+never both; every operation looks in ``kept`` too (one indexed read). A claim
+treats a done record past the window as kept even before a pass moved it.
+
 A ``<path>.lock`` file beside the database holds an exclusive ``flock`` for the
 store's lifetime: one process per database. That is what lets :meth:`open`
 treat every ``claimed`` record it finds as the orphan of a dead process and
@@ -29,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import math
 import os
 import queue
 import sqlite3
@@ -51,12 +59,13 @@ from worker.ports import (
     Replay,
     StoreReport,
 )
+from worker.state.compact import code_digest, decide_kept, pack_kept, unpack_kept
 
 __all__ = ["SqliteStateStore"]
 
 _log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: kept outcomes (an older worker would not see them)
 SYNCHRONOUS_LEVELS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")  # PRAGMA synchronous 0..3
 VOLATILE_FILESYSTEMS: Final = {
     "tmpfs": "tmpfs (a tmpfs volume does not outlive the pod)",
@@ -79,6 +88,12 @@ CREATE TABLE IF NOT EXISTS codes (
     PRIMARY KEY (corp_id, response_code)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS codes_expires_at ON codes (expires_at);
+CREATE TABLE IF NOT EXISTS kept (
+    code_digest BLOB    PRIMARY KEY, -- compact.code_digest(corp_id, response_code)
+    outcome     BLOB    NOT NULL,    -- compact.pack_kept: flags, status, errcode, first command
+    expires_at  INTEGER NOT NULL     -- Unix seconds, as codes.expires_at
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kept_expires_at ON kept (expires_at);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -89,7 +104,7 @@ CREATE TABLE IF NOT EXISTS meta (
 _INSERT_CLAIM = """
 INSERT INTO codes (corp_id, response_code, state, command_id, owner, lease_until,
                    maybe_spent, spent, result, expires_at)
-VALUES (?, ?, 'claimed', ?, ?, ?, 0, 0, NULL, ?)
+VALUES (?, ?, 'claimed', ?, ?, ?, ?, 0, NULL, ?)
 ON CONFLICT DO NOTHING
 """
 _SELECT = """
@@ -108,11 +123,12 @@ WHERE corp_id = ? AND response_code = ?
 # a live `done` record whose code was spent is final (the first definite outcome wins, for the
 # replays of that command too), and an unspent outcome never displaces another command's
 # live claim or release (that holder may still send the code). "Live" = not past retention.
-# ?1 corp_id, ?2 response_code, ?3 command_id, ?4 spent, ?5 result, ?6 expires_at, ?7 now
+# ?1 corp_id, ?2 response_code, ?3 command_id, ?4 spent, ?5 result, ?6 expires_at, ?7 now,
+# ?8 maybe_spent of a new record (spent, or what its kept outcome said)
 _COMPLETE = """
 INSERT INTO codes (corp_id, response_code, state, command_id, owner, lease_until,
                    maybe_spent, spent, result, expires_at)
-VALUES (?1, ?2, 'done', ?3, NULL, NULL, ?4, ?4, ?5, ?6)
+VALUES (?1, ?2, 'done', ?3, NULL, NULL, ?8, ?4, ?5, ?6)
 ON CONFLICT (corp_id, response_code) DO UPDATE SET
     state = 'done', command_id = excluded.command_id, owner = NULL, lease_until = NULL,
     maybe_spent = CASE WHEN codes.expires_at > ?7 THEN codes.maybe_spent | excluded.spent
@@ -150,6 +166,23 @@ DELETE FROM codes WHERE (corp_id, response_code) IN (
     SELECT corp_id, response_code FROM codes WHERE expires_at <= ? LIMIT ?
 )
 """
+# The kept outcome of a code: a done record past the replay window shrinks to it
+# (compact.py). Codes and kept never hold the same code at once: taking a kept code
+# over, or completing over it, deletes it.
+_SELECT_KEPT = "SELECT outcome FROM kept WHERE code_digest = ? AND expires_at > ?"
+_DELETE_KEPT = "DELETE FROM kept WHERE code_digest = ?"
+_PURGE_KEPT = """
+DELETE FROM kept WHERE code_digest IN (
+    SELECT code_digest FROM kept WHERE expires_at <= ? LIMIT ?
+)
+"""
+# Done records whose replay window has passed: last change <= now - window.
+_DUE_FOR_KEEPING = """
+SELECT corp_id, response_code, command_id, maybe_spent, spent, result, expires_at
+FROM codes WHERE expires_at <= ? AND state = 'done' LIMIT ?
+"""
+_PUT_KEPT = "INSERT OR REPLACE INTO kept (code_digest, outcome, expires_at) VALUES (?, ?, ?)"
+_DELETE_CODE = "DELETE FROM codes WHERE corp_id = ? AND response_code = ?"
 _EXPIRE_ORPHANS = "UPDATE codes SET lease_until = ? WHERE state = 'claimed' AND lease_until > ?"
 _PUT_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 
@@ -182,6 +215,7 @@ class SqliteStateStore:
         owner: str,
         lease_seconds: float,
         retention_seconds: float,
+        replay_window_seconds: float,
         synchronous: str,
         clock: Callable[[], float],
         purge_interval: float,
@@ -192,13 +226,16 @@ class SqliteStateStore:
         level = synchronous.upper()
         if level not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}")
-        if lease_seconds <= 0 or retention_seconds <= 0:
-            raise ValueError("lease_seconds and retention_seconds must be positive")
+        if lease_seconds <= 0 or retention_seconds <= 0 or replay_window_seconds <= 0:
+            raise ValueError(
+                "lease_seconds, retention_seconds and replay_window_seconds must be positive"
+            )
         self._file = Path(path).absolute()  # immune to a later chdir
         self.path = str(self._file)
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
+        self.replay_window_seconds = replay_window_seconds
         self.synchronous = level
         self._clock = clock
         self._purge_interval = purge_interval
@@ -221,6 +258,7 @@ class SqliteStateStore:
         owner: str,
         lease_seconds: float = 60.0,
         retention_seconds: float = 73 * 3600.0,
+        replay_window_seconds: float = 3600.0,
         synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
         purge_interval: float = 600.0,
@@ -231,7 +269,9 @@ class SqliteStateStore:
 
         ``owner`` is this process's random id, stored with its claims. Claims left
         by an earlier process get their leases expired at once; records past
-        retention are purged in the background, starting now. Raises
+        retention are purged in the background, starting now, and done records
+        past ``replay_window_seconds`` shrink to their kept outcome in the same
+        passes (a claim reads one past the window as kept, shrunk or not). Raises
         :class:`StoreLocked` when another process has the file and
         :class:`StoreUnavailable` when it cannot be opened.
         """
@@ -240,6 +280,7 @@ class SqliteStateStore:
             owner=owner,
             lease_seconds=lease_seconds,
             retention_seconds=retention_seconds,
+            replay_window_seconds=replay_window_seconds,
             synchronous=synchronous,
             clock=clock,
             purge_interval=purge_interval,
@@ -279,6 +320,15 @@ class SqliteStateStore:
         """
 
         def work(conn: sqlite3.Connection, now: float) -> None:
+            maybe_spent = spent
+            digest = code_digest(key.corp_id, key.response_code)
+            kept = conn.execute(_SELECT_KEPT, (digest, now)).fetchone()
+            if kept is not None:
+                earlier = unpack_kept(kept[0])
+                if earlier.spent:  # final, as a done record whose code was spent
+                    return
+                conn.execute(_DELETE_KEPT, (digest,))
+                maybe_spent = spent or earlier.maybe_spent
             conn.execute(
                 _COMPLETE,
                 (
@@ -289,6 +339,7 @@ class SqliteStateStore:
                     result,
                     now + self.retention_seconds,
                     now,
+                    int(maybe_spent),
                 ),
             )
 
@@ -357,6 +408,15 @@ class SqliteStateStore:
             deleted: int = await self._submit(self._purge_step, "purge expired records")
             total += deleted
             if deleted < self._purge_batch:
+                return total
+
+    async def keep_due(self) -> int:
+        """Shrink every done record past the replay window now (in small batches); how many."""
+        total = 0
+        while True:
+            kept: int = await self._submit(self._keep_step, "shrink done records")
+            total += kept
+            if kept < self._purge_batch:
                 return total
 
     # --- event loop side --------------------------------------------------------------------
@@ -605,20 +665,38 @@ class SqliteStateStore:
         """One purge batch in its own short transaction; the next one soon if more are left."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            deleted = self._purge_step(conn, self._clock())
+            now = self._clock()
+            done = max(self._purge_step(conn, now), self._keep_step(conn, now))
             conn.execute("COMMIT")
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             _log.warning("sqlite_state_purge_failed", path=self.path, error=str(error))
-            deleted = 0
-        more = deleted >= self._purge_batch
+            done = 0
+        more = done >= self._purge_batch
         self._next_purge = time.monotonic() + (0.0 if more else self._purge_interval)
 
     def _purge_step(self, conn: sqlite3.Connection, now: float) -> int:
-        """Delete up to ``purge_batch`` records past retention."""
-        return conn.execute(_PURGE, (now, self._purge_batch)).rowcount
+        """Delete up to ``purge_batch`` records and kept outcomes past retention; count them."""
+        deleted = conn.execute(_PURGE, (now, self._purge_batch)).rowcount
+        return deleted + conn.execute(_PURGE_KEPT, (now, self._purge_batch)).rowcount
+
+    def _keep_step(self, conn: sqlite3.Connection, now: float) -> int:
+        """Shrink up to ``purge_batch`` done records past the replay window to kept outcomes."""
+        due = now + self.retention_seconds - self.replay_window_seconds
+        rows = conn.execute(_DUE_FOR_KEEPING, (due, self._purge_batch)).fetchall()
+        for corp_id, code, command_id, maybe_spent, spent, result, expires_at in rows:
+            outcome = pack_kept(
+                result or b"",
+                command_id,
+                spent=bool(spent),
+                maybe_spent=bool(maybe_spent),
+                finished_at=expires_at - self.retention_seconds,
+            )
+            conn.execute(_PUT_KEPT, (code_digest(corp_id, code), outcome, math.ceil(expires_at)))
+            conn.execute(_DELETE_CODE, (corp_id, code))
+        return len(rows)
 
     # --- operations (writer thread, inside the batch transaction) ---------------------------
 
@@ -629,13 +707,35 @@ class SqliteStateStore:
         lease_until = now + self.lease_seconds
         expires_at = now + self.retention_seconds
         corp_id, code = key.corp_id, key.response_code
+        digest = code_digest(corp_id, code)
+        kept = conn.execute(_SELECT_KEPT, (digest, now)).fetchone()
+        if kept is not None:
+            outcome = decide_kept(kept[0], key, command_id, self.replay_window_seconds)
+            if not isinstance(outcome, Claimed):
+                return outcome
+            conn.execute(_DELETE_KEPT, (digest,))
+            conn.execute(_DELETE_CODE, (corp_id, code))  # none expected: kept replaced it
+            conn.execute(
+                _INSERT_CLAIM,
+                (
+                    corp_id,
+                    code,
+                    command_id,
+                    self.owner,
+                    lease_until,
+                    int(outcome.maybe_spent),
+                    expires_at,
+                ),
+            )
+            return outcome
         inserted = conn.execute(
-            _INSERT_CLAIM, (corp_id, code, command_id, self.owner, lease_until, expires_at)
+            _INSERT_CLAIM, (corp_id, code, command_id, self.owner, lease_until, 0, expires_at)
         ).rowcount
         if inserted:
             return _FRESH
         row = conn.execute(_SELECT, (corp_id, code)).fetchone()
-        outcome = decide_claim(row, command_id, now)
+        late = self._decide_late(row, key, command_id, now)
+        outcome = decide_claim(row, command_id, now) if late is None else late
         if isinstance(outcome, Claimed):
             conn.execute(
                 _TAKE_CLAIM,
@@ -651,6 +751,31 @@ class SqliteStateStore:
             )
         return outcome
 
+    def _decide_late(
+        self,
+        row: tuple[str, str, float | None, int, int, bytes | None, float],
+        key: CodeKey,
+        command_id: str,
+        now: float,
+    ) -> ClaimOutcome | None:
+        """A live done record past the replay window answers as its kept outcome would; else None.
+
+        The background pass may not have shrunk it yet: the answer must not depend on when
+        that pass runs.
+        """
+        state, holder, _, maybe_spent, spent, result, expires_at = row
+        finished = expires_at - self.retention_seconds
+        if state != "done" or expires_at <= now or finished + self.replay_window_seconds > now:
+            return None
+        outcome = pack_kept(
+            result or b"",
+            holder,
+            spent=bool(spent),
+            maybe_spent=bool(maybe_spent),
+            finished_at=finished,
+        )
+        return decide_kept(outcome, key, command_id, self.replay_window_seconds)
+
     def _renew(
         self, conn: sqlite3.Connection, now: float, claims: Iterable[tuple[CodeKey, str]]
     ) -> int:
@@ -663,7 +788,10 @@ class SqliteStateStore:
             renewed = conn.execute(
                 _RENEW, (lease_until, expires_at, corp_id, code, command_id, self.owner)
             ).rowcount
-            if not renewed:
+            if (
+                not renewed
+                and not conn.execute(_SELECT_KEPT, (code_digest(corp_id, code), now)).fetchone()
+            ):  # a kept outcome is a finished code: never claimed again this way
                 recreated += conn.execute(
                     _RECREATE_CLAIM,
                     (corp_id, code, command_id, self.owner, lease_until, expires_at, now),
