@@ -433,3 +433,20 @@ async def test_unreachable_state_store_means_no_ack_and_not_ready(stack: Stack) 
     async with stack.upstream() as up:
         [message] = await up.take("WECOM_COMMAND_QUEUE", 1, timeout=10)
     assert msgspec.json.decode(message.body)["command_id"] == "no-store"
+
+
+async def test_a_replay_after_the_replay_window_keeps_only_status_and_errcode(stack: Stack) -> None:
+    """WECOM_REPLAY_WINDOW=1: a re-send 2 s later is replayed with its status and errcode only."""
+    await stack.worker(WECOM_REPLAY_WINDOW="1")
+    async with stack.upstream() as up:
+        await up.publish(command("window", "rc-window", userids=["ok-user", "invalid-u"]))
+        first = (await up.results(1))["window"]
+        await asyncio.sleep(2)
+        await up.publish(command("window", "rc-window", userids=["ok-user", "invalid-u"]))
+        late = (await up.results(1))["window"]
+    assert (first.status, first.invalid_users, first.replayed) == ("partial", ["invalid-u"], False)
+    assert (late.status, late.errcode, late.replayed) == ("partial", 0, True)
+    assert late.invalid_users == []
+    assert late.errmsg is not None
+    assert "no longer kept" in late.errmsg
+    assert stack.sim.state.code_stats("rc-window").calls == 1
