@@ -43,6 +43,8 @@ __all__ = ["SharedCorpConcurrency"]
 
 log = structlog.get_logger(__name__)
 
+CLOSE_GRACE: Final = 2.0  # seconds close() waits for calls under way
+
 _REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
 
 # KEYS[1] the corp's hash. ARGV maximum, cut gap µs, idle ms. Halve the cap unless it was cut
@@ -106,6 +108,7 @@ class SharedCorpConcurrency:
         self._successes: dict[str, int] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Follow the shared limits in the background."""
@@ -113,14 +116,20 @@ class SharedCorpConcurrency:
             self._refresher = asyncio.create_task(self._follow(), name="shared concurrency")
 
     async def close(self) -> None:
-        """Stop following and wait for the updates under way."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        """Stop following and wait (bounded) for the updates under way.
+
+        The follower is asked to stop, not cancelled: a Redis call cancelled
+        mid-reply can leave its pooled connection stuck, and closing the pool
+        then never returns. Whatever is still running after ``CLOSE_GRACE``
+        is cancelled all the same; shutdown must end.
+        """
+        self._stopping.set()
+        running = {task for task in (self._refresher, *self._pending) if task is not None}
+        if running:
+            _, late = await asyncio.wait(running, timeout=CLOSE_GRACE)
+            for task in late:
+                task.cancel()
+        self._refresher = None
 
     def slot(self, corp_id: str) -> CorpSlots:
         """The corp's slots in this replica: ``async with concurrency.slot(corp_id): call()``."""
@@ -196,6 +205,8 @@ class SharedCorpConcurrency:
         self.slot(corp_id).set_limit(int(cap))
 
     async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_interval)
-            await self.refresh()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._refresh_interval)
+            if not self._stopping.is_set():
+                await self.refresh()

@@ -20,6 +20,7 @@ answering READONLY); never after a timeout, which would double the wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import unquote
@@ -43,6 +44,7 @@ __all__ = [
 
 SETTING: Final = "WECOM_STATE_URL"
 DEFAULT_PORT: Final = 6379
+CLOSE_GRACE: Final = 2.0  # seconds to close a client
 DEFAULT_SENTINEL_PORT: Final = 26379
 _FORMS: Final = (
     "redis://[:PASSWORD@]HOST:PORT/DB, rediss://… (TLS), "
@@ -176,11 +178,11 @@ class RedisConnection:
         return self.target.describe()
 
     async def close(self) -> None:
-        """Close every connection this client opened."""
-        await self.client.aclose()
-        if self._sentinel is not None:
-            for sentinel in self._sentinel.sentinels:
-                await sentinel.aclose()
+        """Close every connection this client opened (bounded: shutdown must end)."""
+        clients = [self.client, *(self._sentinel.sentinels if self._sentinel else ())]
+        for client in clients:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.aclose(), CLOSE_GRACE)
 
 
 async def connect_redis(
