@@ -84,6 +84,7 @@ SCENARIOS = (
 )
 STEADY_SCENARIOS = frozenset({"steady-ceiling", "steady-50ms"})
 REDIS_SCENARIOS = frozenset({"worker-redis-0ms"})
+ZERO_LATENCY_SCENARIOS = frozenset({"worker-0ms", "worker-redis-0ms"})  # compared with ceiling
 PUBLISH_BATCH = 1000
 READY_POLL = 0.01
 PROGRESS_EVERY = 10.0
@@ -1187,7 +1188,7 @@ async def run(
             )
         ceiling = next((o for o in outcomes if o.scenario == "ceiling"), None)
         for o in outcomes:
-            if ceiling is not None and o is not ceiling and o.scenario not in STEADY_SCENARIOS:
+            if ceiling is not None and o.scenario in ZERO_LATENCY_SCENARIOS:
                 o.ratio_to_ceiling = o.rate / ceiling.rate
         print()
         print_table(outcomes)
