@@ -26,13 +26,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import uvloop
 from aio_pika.abc import AbstractIncomingMessage
-
-QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 
 
 async def run(args: argparse.Namespace, reply_body: bytes) -> int:
@@ -45,8 +42,9 @@ async def run(args: argparse.Namespace, reply_body: bytes) -> int:
     try:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=args.prefetch)
-        queue = await channel.declare_queue(args.queue, durable=True, arguments=QUORUM)
-        await channel.declare_queue(args.reply_queue, durable=True, arguments=QUORUM)
+        # Declared by throughput.py as the worker declares them (quorum, dead-letter exchange).
+        queue = await channel.declare_queue(args.queue, passive=True)
+        await channel.declare_queue(args.reply_queue, passive=True)
         exchange = channel.default_exchange
         reply_queue = args.reply_queue
 

@@ -50,6 +50,49 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("_contextvars", "contextvars"),
     ("sqlite3", "sqlite3"),
 )
+# Issue 10's components: (pattern in the file name, pattern in the function name or "", component).
+# First match wins. C functions (cProfile's "~") are charged to the components of their callers.
+COMPONENTS: tuple[tuple[str, str, str], ...] = (
+    ("/contracts/", "encode", "result encode"),
+    ("/worker/pipeline.py", "reply", "result encode"),
+    ("/contracts/", "", "decode + validate"),
+    ("/aio_pika/", "", "AMQP frames in/out"),
+    ("/aiormq/", "", "AMQP frames in/out"),
+    ("/pamqp/", "", "AMQP frames in/out"),
+    ("/worker/amqp.py", "", "AMQP frames in/out"),
+    ("/worker/acks.py", "", "AMQP frames in/out"),
+    ("/worker/state/", "", "state store"),
+    ("/worker/redis_batch.py", "", "state store"),
+    ("/redis/", "", "state store"),
+    ("/worker/ratelimit.py", "", "limiter"),
+    ("/worker/concurrency.py", "", "limiter"),
+    ("/worker/redis_ratelimit.py", "", "limiter"),
+    ("/worker/redis_concurrency.py", "", "limiter"),
+    ("/aiohttp/", "", "HTTP client"),
+    ("/yarl/", "", "HTTP client"),
+    ("/multidict/", "", "HTTP client"),
+    ("/aiohappyeyeballs/", "", "HTTP client"),
+    ("/propcache/", "", "HTTP client"),
+    ("/worker/wecom/", "", "HTTP client"),
+    ("/structlog/", "", "logging"),
+    ("/logging/", "", "logging"),
+    ("/worker/logs.py", "", "logging"),
+    ("/worker/redact.py", "", "logging"),
+    ("/prometheus_client/", "", "metrics"),
+    ("/worker/metrics.py", "", "metrics"),
+    ("/worker/", "", "pipeline + consumer (own code)"),
+    ("/asyncio/", "", "event loop, tasks, futures"),
+    ("uvloop", "", "event loop, tasks, futures"),
+    ("ceiling.py", "", "AMQP frames in/out"),
+)
+C_COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("sqlite3", "state store"),
+    ("_asyncio", "event loop, tasks, futures"),
+    ("uvloop", "event loop, tasks, futures"),
+    ("_contextvars", "event loop, tasks, futures"),
+    ("msgspec", "decode + validate"),
+)
+
 HOT_PATH = (
     "consumer.py:on_message",
     "consumer.py:handle",
@@ -95,6 +138,44 @@ def area_of(key: Key) -> str:
     return "stdlib, other"
 
 
+def component_of(key: Key) -> str | None:
+    """The component of a Python function; None for C functions (charged to their callers)."""
+    filename, _, name = key
+    if filename == "~":
+        return None
+    for file_pattern, name_pattern, component in COMPONENTS:
+        if file_pattern in filename and name_pattern in name:
+            return component
+    return "other"
+
+
+def c_component_of(key: Key) -> str:
+    """A C function called from nowhere profiled (or from another C function), by its name."""
+    for pattern, component in C_COMPONENTS:
+        if pattern in key[2]:
+            return component
+    return "other"
+
+
+def components(profile: Profile) -> dict[str, float]:
+    """Own seconds per component; a C function's own time split over its callers' components."""
+    found: dict[str, float] = defaultdict(float)
+    for key, seconds in profile.own.items():
+        component = component_of(key)
+        if component is not None:
+            found[component] += seconds
+            continue
+        callers = (profile.callers or {}).get(key, {})
+        shares = {c: t for c, t in callers.items() if component_of(c) is not None and t > 0}
+        spread = sum(shares.values())
+        if not spread:
+            found[c_component_of(key)] += seconds
+            continue
+        for caller, weight in shares.items():
+            found[component_of(caller) or "other"] += seconds * weight / spread
+    return dict(found)
+
+
 def label(key: Key) -> str:
     """``module.py:function`` (C functions as cProfile names them)."""
     filename, line, name = key
@@ -118,6 +199,7 @@ class Profile:
     calls: dict[Key, int] | None
     total: float
     kind: str
+    callers: dict[Key, dict[Key, float]] | None = None  # cProfile: own seconds by caller
 
 
 def load_cprofile(path: Path) -> Profile:
@@ -130,6 +212,10 @@ def load_cprofile(path: Path) -> Profile:
         calls={key: row[1] for key, row in table.items()},
         total=sum(row[2] for row in table.values()),
         kind="cProfile (every call timed)",
+        callers={
+            key: {caller: figures[2] for caller, figures in row[4].items()}
+            for key, row in table.items()
+        },
     )
 
 
@@ -187,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nown time by area")
     for area, seconds in sorted(areas.items(), key=lambda item: -item[1]):
         print(f"  {area:<40} {seconds / n * 1e6:>7.1f} µs/cmd {seconds / total:>6.1%}")
+    print("\nown time by component (C functions charged to their callers)")
+    for component, seconds in sorted(components(profile).items(), key=lambda item: -item[1]):
+        print(f"  {component:<40} {seconds / n * 1e6:>7.1f} µs/cmd {seconds / total:>6.1%}")
     print(f"\ntop {args.top} functions by own time")
     ranked = sorted(profile.own.items(), key=lambda item: -item[1])[: args.top]
     for key, seconds in ranked:

@@ -170,7 +170,7 @@ async def run_scenario(rig: Rig, scenario: str, bodies: list[tuple[str, bytes]])
     async with aiormq.connect(rig.amqp_url) as connection:
         channel = await connection.channel()
         try:
-            await declare(channel, queues["commands"], queues["results"])
+            await declare(channel, queues)
             counter = ResultCounter(count)
 
             async def publish() -> None:

@@ -74,9 +74,13 @@ class ChannelAcks:
 
     async def _flush_forever(self) -> None:
         while not self.channel.is_closed:
-            timeout = STRAGGLER_DELAY if self.finished else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # asyncio.timeout, not wait_for: no task and no extra future per wake-up.
+            if self.finished:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STRAGGLER_DELAY):
+                        await self._wake.wait()
+            else:
+                await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush(everything=self._closing)

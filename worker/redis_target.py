@@ -22,17 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 from urllib.parse import unquote
 
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from worker.errors import SettingsError, StoreUnavailable
+
+if TYPE_CHECKING:
+    # redis-py is imported by connect_redis only: a worker on SQLite never loads it (~8 MiB RSS).
+    from redis.asyncio import Redis, RedisCluster
+    from redis.asyncio.sentinel import Sentinel
 
 __all__ = [
     "RedisClient",
@@ -60,7 +58,7 @@ _SCHEMES: Final[dict[str, tuple[Literal["standalone", "sentinel", "cluster"], bo
     "rediss+cluster": ("cluster", True),
 }
 
-RedisClient = Redis | RedisCluster
+RedisClient: TypeAlias = "Redis | RedisCluster"
 """What the Redis adapters talk to: one server (maybe behind Sentinel) or a cluster."""
 
 
@@ -198,6 +196,13 @@ async def connect_redis(
     Nothing is sent yet, except to a cluster, whose slot map is read here.
     Raises :class:`worker.errors.StoreUnavailable` when that fails.
     """
+    from redis.asyncio import Redis, RedisCluster  # noqa: PLC0415 - see the imports at the top
+    from redis.asyncio.cluster import ClusterNode  # noqa: PLC0415
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+
     secret = password if password is not None else target.password
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     common: dict[str, Any] = {

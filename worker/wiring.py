@@ -26,7 +26,6 @@ from worker.metrics import Metrics
 from worker.pipeline import HeldClaims, Pipeline
 from worker.ports import RateLimiter, StateStore
 from worker.ratelimit import LocalRateLimiter
-from worker.redis_concurrency import SharedCorpConcurrency
 from worker.redis_target import RedisTarget, connect_redis
 from worker.settings import Settings
 from worker.wecom.client import WeComClient, create_session
@@ -165,6 +164,7 @@ async def open_redis_shared(
     settings: Settings, target: RedisTarget, stack: contextlib.AsyncExitStack
 ) -> Shared:
     """Everything shared by replicas, on one Redis connection pool."""
+    from worker.redis_concurrency import SharedCorpConcurrency  # noqa: PLC0415
     from worker.redis_ratelimit import RedisRateLimiter  # noqa: PLC0415
     from worker.state.redis import RedisStateStore  # noqa: PLC0415
     from worker.wecom.redis_tokens import RedisTokenStore  # noqa: PLC0415
