@@ -88,7 +88,7 @@ ZERO_LATENCY_SCENARIOS = frozenset({"worker-0ms", "worker-redis-0ms"})  # compar
 PUBLISH_BATCH = 1000
 READY_POLL = 0.01
 PROGRESS_EVERY = 10.0
-# The targets of issue 10 (ratios within one run).
+# The performance targets (ratios within one run).
 TARGET_CEILING_RATIO = 1.0  # worker-0ms (SQLite) throughput / the bare loop's
 TARGET_REDIS_CEILING_RATIO = 0.8  # worker-redis-0ms throughput / the bare loop's
 TARGET_CPU_RATIO = 1.0  # worker-0ms CPU per command / the bare loop's per message

@@ -28,7 +28,7 @@ RULE_TESTS = ROOT / "deploy" / "prometheus" / "rules.test.yaml"
 PROMETHEUS_RULE = ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
 RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
 CATALOGUE = ROOT / "deploy" / "README.md"
-# The alerts issue 7 asks for, by what they watch.
+# The alerts operators need, by what they watch.
 REQUIRED_ALERTS = {
     "WeComIndeterminateResults",
     "WeComFailedRatioHigh",
@@ -179,7 +179,7 @@ def test_the_dashboard_follows_the_conventions() -> None:
 
 
 def test_the_dashboard_answers_the_issue_s_questions() -> None:
-    """Panels exist for each question an operator asks (issue 7, item 2)."""
+    """Panels exist for each question an operator asks."""
     text = " ".join(q.expr for q in panel_queries())
     for needed in (
         "wecom_commands_total",
