@@ -87,9 +87,13 @@ def _info(contract_version: str) -> dict[str, Any]:
 
 
 def _queue_channel(
-    address: str, setting: str, description: str, messages: tuple[str, ...]
+    address: str,
+    setting: str,
+    description: str,
+    messages: tuple[str, ...],
+    arguments: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    return {
+    channel: dict[str, Any] = {
         "address": address,
         "title": setting,
         "description": f"{description} Name set by `{setting}` (default `{address}`).",
@@ -109,6 +113,9 @@ def _queue_channel(
             }
         },
     }
+    if arguments:
+        channel["bindings"]["amqp"].update(arguments)
+    return channel
 
 
 def _channels() -> dict[str, Any]:
@@ -119,6 +126,10 @@ def _channels() -> dict[str, Any]:
             "Upstream services publish commands here, on the default exchange with the queue "
             "name as routing key.",
             ("command", "commandMsgpack"),
+            {
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": wire.DEAD_LETTER_QUEUE,
+            },
         ),
         "results": _queue_channel(
             wire.RESULT_QUEUE,
