@@ -14,6 +14,10 @@ When something fails, the delivery is never dropped and never spun on:
 * anything unexpected (a bug): the delivery goes back to the queue after a
   growing pause, and after a few such failures it is moved to the dead-letter
   queue with ``x-wecom-error-code: internal_error`` instead of looping forever.
+
+At most ``max_active`` commands are worked on at once (four per place in
+flight); further deliveries of a large prefetch wait here unstarted, costing
+their bytes only, and go straight back to the queue at shutdown.
 """
 
 from __future__ import annotations
