@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -319,3 +320,46 @@ async def test_replay_after_the_window_keeps_status_and_errcode(rig: Rig) -> Non
     assert other.result.error is not None
     assert "'late'" in other.result.error.message
     assert rig.sim.state.code_stats("rc-late").calls == 1
+
+
+class VanishingClaims:
+    """The real SQLite store, except that the claim is gone (as from a Redis restarted empty)
+    when the pipeline renews it before the call; records what renew answered and when."""
+
+    def __init__(self, store: SqliteStateStore, db_path: Path, sim: RunningSimulator) -> None:
+        self.store = store
+        self.db_path = db_path
+        self.sim = sim
+        self.renewals: list[tuple[int, int]] = []  # (recreated, calls the simulator had seen)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def renew(self, claims: list[tuple[CodeKey, str]]) -> int:
+        """Delete the claims first, then renew them through the real store."""
+        with sqlite3.connect(self.db_path) as conn:
+            for key, _ in claims:
+                conn.execute(
+                    "DELETE FROM codes WHERE corp_id = ? AND response_code = ?",
+                    (key.corp_id, key.response_code),
+                )
+        recreated = await self.store.renew(claims)
+        self.renewals.append((recreated, self.sim.state.call_count))
+        return recreated
+
+
+@pytest.mark.rate_limit("1/s")
+async def test_a_claim_gone_while_waiting_for_a_slot_is_written_again_before_the_call(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A command that waited ~1 s for its slot renews its claim first; a vanished claim is
+    written again before the request goes out, and the command ends ok."""
+    rig.pipeline.max_limiter_wait = 5.0
+    first = await reply(rig, Delivery(body("w1", "rc-w1")))
+    calls_before = rig.sim.state.call_count
+    spy = VanishingClaims(rig.store, tmp_path / "state.db", rig.sim)
+    rig.pipeline.store = spy  # type: ignore[assignment]
+    second = await reply(rig, Delivery(body("w2", "rc-w2")))
+    assert (first.result.status, second.result.status) == ("ok", "ok")
+    assert spy.renewals == [(1, calls_before)]  # re-created, before the simulator saw the call
+    assert rig.sim.state.code_stats("rc-w2").calls == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,7 +115,13 @@ class CardCaller(Protocol):
     """The WeCom side of the pipeline (:class:`worker.wecom.client.WeComClient`)."""
 
     async def update_template_card(
-        self, app: App, body: bytes, *, maybe_spent: bool, max_limiter_wait: float
+        self,
+        app: App,
+        body: bytes,
+        *,
+        maybe_spent: bool,
+        max_limiter_wait: float,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> CallOutcome:
         """Call update_template_card with retries; see :class:`CallOutcome`."""
         ...
@@ -327,6 +333,7 @@ class Pipeline:
                 encode_request(request),
                 maybe_spent=maybe_spent,
                 max_limiter_wait=self.max_limiter_wait,
+                before_send=lambda: self.reassert_claim(key, command_id),
             )
             if self.fault is not None:
                 self.fault("after_answer")
@@ -346,6 +353,16 @@ class Pipeline:
             if not settled:
                 self.abandon(key, command_id)
             self.claims.drop(key, command_id)
+
+    async def reassert_claim(self, key: CodeKey, command_id: str) -> None:
+        """Before a first send that waited: renew the claim, writing it again if it vanished.
+
+        A store that forgot the claim meanwhile (Redis restarted empty, a
+        failover that lost it) would otherwise let another command take the
+        code while this one sends it.
+        """
+        if await self.store.renew([(key, command_id)]):
+            log.warning("the claim was gone before the call and was written again")
 
     async def claim(self, key: CodeKey, command_id: str) -> Claimed | Replay | AlreadyUsed:
         """Take the code, waiting while a live holder (here or in another replica) has it."""

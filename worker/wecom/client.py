@@ -70,6 +70,7 @@ log = structlog.get_logger("worker.wecom.client")
 UPDATE_TEMPLATE_CARD_PATH: Final = "/cgi-bin/message/update_template_card"
 DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=15.0, connect=5.0, sock_read=10.0)
 TOKEN_CONNECTIONS: Final = 4  # pool room for gettoken beside the update calls
+CLAIM_RECHECK_AFTER: Final = 1.0  # seconds of waiting before the first send re-asserts the claim
 NO_PLACE_DEFERRAL: Final = 1.0  # seconds: a command that found no place in flight comes back
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 _HTTP_OK: Final = 200
@@ -125,6 +126,7 @@ class _Call:
     problem: str = ""  # the last thing that went wrong, for the ending's message
     unsettled: str = ""  # why the code may be spent, once it may be
     backoff: float = 0.0  # seconds to wait before the next attempt
+    before_send: Callable[[], Awaitable[None]] | None = None
 
     def may_have_reached_wecom(self, why: str) -> None:
         """This attempt may have spent the code without a usable answer."""
@@ -182,15 +184,25 @@ class WeComClient:
         return frozenset(self._untrusted)
 
     async def update_template_card(
-        self, app: App, body: bytes, *, maybe_spent: bool, max_limiter_wait: float
+        self,
+        app: App,
+        body: bytes,
+        *,
+        maybe_spent: bool,
+        max_limiter_wait: float,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> CallOutcome:
         """Send ``body`` (the JSON request) for ``app`` until a definite ending or the budget's end.
 
         ``maybe_spent``: an earlier holder of the code may have sent it. A
         rate-limit slot more than ``max_limiter_wait`` seconds away gives
-        ``deferred`` (see the module docstring).
+        ``deferred`` (see the module docstring). ``before_send`` is awaited
+        before the first request when the call waited more than
+        ``CLAIM_RECHECK_AFTER`` for its places and slot (the pipeline re-asserts
+        its claim there: a store that forgot it meanwhile gets it back first).
         """
         call = _Call(app=app, deadline=self._clock() + self._policy.budget, maybe_spent=maybe_spent)
+        call.before_send = before_send
         if maybe_spent:
             call.unsettled = "an earlier holder of the code may have sent it"
         while True:
@@ -230,6 +242,12 @@ class WeComClient:
             if isinstance(slot, TooLong):
                 return self._deferred(call, slot.wait, max_wait)
             self._observe_wait(corp_id, slot.waited)
+            if (
+                call.before_send is not None
+                and call.attempts == 0
+                and (self._clock() - (call.deadline - self._policy.budget) > CLAIM_RECHECK_AFTER)
+            ):
+                await call.before_send()
             return await self._send(call, token, body)
         finally:
             self._in_flight.release()
