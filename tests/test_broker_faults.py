@@ -8,6 +8,7 @@ alarm that blocks publishers, the command queue's dead-letter exchange, and star
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -21,9 +22,8 @@ from simulator import App as SimApp
 from simulator import SimulatorConfig, run_simulator
 from tests.e2e import Stack, accepted
 from tests.services import LOOPBACK, RabbitMQNode, free_port
-from tests.worker_process import AGENT, CORP, SECRET, WorkerProcess, command
+from tests.worker_process import AGENT, CORP, SECRET, WorkerProcess, command, queue_topology
 from wecom_card_contracts import decode_result
-from worker.amqp import Topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -220,7 +220,7 @@ def test_start_up_refusals_are_one_line_and_exit_2(
         url = amqp_url.replace("guest:guest@", "guest:wrong-password@")
     elif change == "vhost":
         url = amqp_url.rstrip("/") + "/no-such-vhost"
-    with __import__("socket").socket() as busy:
+    with socket.socket() as busy:
         busy.bind((LOOPBACK, free_port()))
         busy.listen()
         if change == "port":
@@ -238,12 +238,7 @@ def test_start_up_refusals_are_one_line_and_exit_2(
 async def test_delay_buckets_dead_letter_at_least_once(stack: Stack) -> None:
     """Each delay bucket is a quorum queue that moves expired commands back at least once."""
     await stack.worker()
-    topology = Topology(
-        command_queue=f"{stack.prefix}commands",
-        result_queue=f"{stack.prefix}results",
-        dead_letter_queue=f"{stack.prefix}dead",
-        delay_queue=f"{stack.prefix}commands.delay",
-    )
+    topology = queue_topology(WorkerProcess(stack.amqp_url, "", stack.tmp, stack.prefix).queues)
     connection = await aio_pika.connect(stack.amqp_url)
     async with connection:
         for ttl, name in topology.buckets():

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from tests.e2e import Stack
-from tests.worker_process import WorkerProcess, command
+from tests.worker_process import WorkerProcess, command, queue_topology
 from worker.amqp import Topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -80,12 +80,7 @@ async def test_rss_stays_flat_through_a_100k_backlog_at_the_largest_prefetch(
 ) -> None:
     """100,000 commands, prefetch 65,535: every result arrives and memory does not grow."""
     queues = WorkerProcess(stack.amqp_url, "", stack.tmp, stack.prefix).queues
-    topology = Topology(
-        command_queue=queues["WECOM_COMMAND_QUEUE"],
-        result_queue=queues["WECOM_RESULT_QUEUE"],
-        dead_letter_queue=queues["WECOM_DEAD_LETTER_QUEUE"],
-        delay_queue=queues["WECOM_DELAY_QUEUE"],
-    )
+    topology = queue_topology(queues)
     await fill(stack.amqp_url, topology, BACKLOG)
     worker = await stack.worker(
         WECOM_PREFETCH=str(PREFETCH),

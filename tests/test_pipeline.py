@@ -265,14 +265,18 @@ async def test_a_cancellation_while_recording_does_not_drop_the_answer(rig: Rig)
     assert rig.sim.state.code_stats("rc-rec2").calls == 1
 
 
-async def test_a_redelivery_waits_for_its_first_delivery_in_the_same_process(rig: Rig) -> None:
+async def test_a_redelivery_waits_for_its_first_delivery_in_the_same_process(
+    rig: Rig, tmp_path: Path
+) -> None:
     """A claim held here is never taken over, whatever its lease says: one call, then a replay."""
     rig.sim.state.add_faults(Fault(kind="slow_answer", delay_ms=300, response_code="rc-self"))
     first = asyncio.create_task(reply(rig, Delivery(body("self", "rc-self"))))
     while rig.sim.state.in_flight == 0:
         await asyncio.sleep(0.01)
     key = CodeKey(CORP, "rc-self")
-    rig.pipeline.clock = lambda: time.time() + 3600  # the lease looks long expired
+    # A stalled loop or a clock jump: in the store the lease has run out while the call is on.
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute("UPDATE codes SET lease_until = 0 WHERE response_code = 'rc-self'")
     second = await reply(rig, Delivery(body("self", "rc-self")))
     assert rig.claims.holder(key) is None
     assert (await first).result.status == "ok"

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import msgspec
 import pytest
 
@@ -126,31 +125,6 @@ async def test_correlation_id_over_255_bytes_is_in_the_body_only(stack: Stack) -
         "ok",
     )
     assert message.correlation_id is None
-
-
-async def test_direct_reply_to_gets_the_result(stack: Stack) -> None:
-    """amq.rabbitmq.reply-to works as reply_to."""
-    await stack.worker()
-    connection = await aio_pika.connect(stack.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            if not got.done():
-                got.set_result(message.body)
-
-        reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
-        await reply_queue.consume(on_reply, no_ack=True)
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                msgspec.json.encode(command("direct", "rc-direct")),
-                reply_to="amq.rabbitmq.reply-to",
-            ),
-            routing_key=f"{stack.prefix}commands",
-        )
-        body = await asyncio.wait_for(got, 30)
-    assert decode_result(body).command_id == "direct"
 
 
 async def test_missing_reply_to_queue_falls_back_to_the_result_queue(stack: Stack) -> None:

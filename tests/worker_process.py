@@ -158,6 +158,16 @@ def command(
     return {"command_id": command_id, "request": request, **extra}
 
 
+def queue_topology(queues: dict[str, str]) -> Topology:
+    """The worker's topology for a test's queue names (``WorkerProcess.queues``)."""
+    return Topology(
+        command_queue=queues["WECOM_COMMAND_QUEUE"],
+        result_queue=queues["WECOM_RESULT_QUEUE"],
+        dead_letter_queue=queues["WECOM_DEAD_LETTER_QUEUE"],
+        delay_queue=queues.get("WECOM_DELAY_QUEUE", f"{queues['WECOM_COMMAND_QUEUE']}.delay"),
+    )
+
+
 class Upstream:
     """What an upstream service does: publish commands, read results."""
 
@@ -170,12 +180,7 @@ class Upstream:
     async def __aenter__(self) -> Self:
         self.connection = await aio_pika.connect_robust(self.url)
         self.channel = await self.connection.channel(publisher_confirms=True)
-        topology = Topology(
-            command_queue=self.queues["WECOM_COMMAND_QUEUE"],
-            result_queue=self.queues["WECOM_RESULT_QUEUE"],
-            dead_letter_queue=self.queues["WECOM_DEAD_LETTER_QUEUE"],
-            delay_queue=f"{self.queues['WECOM_COMMAND_QUEUE']}.delay",
-        )
+        topology = queue_topology(self.queues)
         # As the worker declares them (a queue's arguments must match wherever it is declared).
         declared = [
             (topology.command_queue, topology.command_arguments()),

@@ -8,7 +8,8 @@ outcome and the result is published again with ``replayed: true``.
 When something fails, the delivery is never dropped and never spun on:
 
 * the state store fails: consuming pauses (the deliveries in hand go back to
-  the queue, where other replicas may take them) until the store answers again;
+  the queue, where other replicas may take them) until the service's store
+  probe gets an answer again;
 * a result cannot be confirmed: it is tried again, with backoff, for as long as
   the delivery's channel lives (after that the broker has the command back);
 * anything unexpected (a bug): the delivery goes back to the queue after a
@@ -49,9 +50,6 @@ UNEXPECTED_PAUSE_FIRST: Final = 0.5
 UNEXPECTED_PAUSE_MAX: Final = 30.0
 REMEMBERED_FAILURES: Final = 10_000
 PUBLISH_RETRY_MAX: Final = 30.0
-STORE_PROBE_FIRST: Final = 0.5
-STORE_PROBE_MAX: Final = 5.0
-STORE_PROBE_TIMEOUT: Final = 2.0
 
 
 class Transport(CommandTransport, Protocol):
@@ -76,7 +74,6 @@ class CommandConsumer:
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.waiting: deque[Delivery] = deque()
         self.store_failing = False
-        self._store_recovery: asyncio.Task[None] | None = None
         self._failures: OrderedDict[bytes, int] = OrderedDict()
         self._by_status: dict[str, tuple[Counter, Histogram]] = {}
         # Read at scrape time: no per-command cost.
@@ -241,28 +238,17 @@ class CommandConsumer:
         await self.transport.defer(delivery, defer.due_at, headers)
 
     async def store_failed(self) -> None:
-        """Pause consuming until the state store answers again (probed with backoff)."""
-        self.store_failing = True
-        if self._store_recovery is None:
+        """Pause consuming until the state store answers again (see :meth:`store_answers`)."""
+        if not self.store_failing:
+            self.store_failing = True
             await self.transport.pause()
-            self._store_recovery = asyncio.create_task(self._await_store(), name="store-probe")
 
-    async def _await_store(self) -> None:
-        delay = STORE_PROBE_FIRST
-        try:
-            while True:
-                await asyncio.sleep(delay)
-                try:
-                    await asyncio.wait_for(self.pipeline.store.ping(), STORE_PROBE_TIMEOUT)
-                except (StoreUnavailable, TimeoutError):
-                    delay = min(delay * 2, STORE_PROBE_MAX)
-                    continue
-                log.info("state store answers again; resuming")
-                self.store_failing = False
-                await self.transport.resume()
-                return
-        finally:
-            self._store_recovery = None
+    async def store_answers(self) -> None:
+        """The service's store probe got an answer: resume if a store failure paused consuming."""
+        if self.store_failing:
+            self.store_failing = False
+            log.info("state store answers again; resuming")
+            await self.transport.resume()
 
     async def unexpected(self, delivery: Delivery, failures: int) -> None:
         """A bug: requeue after a growing pause; park the command after a few failures."""
@@ -308,8 +294,6 @@ class CommandConsumer:
 
     async def drain(self, grace: float) -> int:
         """Wait up to ``grace`` s for in-flight commands, cancel the rest; how many were cut."""
-        if self._store_recovery is not None:
-            self._store_recovery.cancel()
         while self.waiting:  # not started: straight back to the queue
             await self.transport.requeue(self.waiting.popleft())
         if not self.in_flight:

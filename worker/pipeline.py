@@ -246,10 +246,10 @@ class Pipeline:
                 command=command,
             )
         structlog.contextvars.bind_contextvars(corp_id=app.corp_id, agentid=app.agentid)
-        expired = self.expiry(delivery, fmt, command, received_at)
+        first_seen = header_seconds(delivery.headers, FIRST_SEEN_HEADER) or received_at
+        expired = self.expiry(delivery, fmt, command, received_at, first_seen)
         if expired is not None:
             return expired
-        first_seen = header_seconds(delivery.headers, FIRST_SEEN_HEADER) or received_at
         due_at = header_seconds(delivery.headers, DUE_AT_HEADER)
         if due_at is not None and due_at - self.clock() > DUE_TOLERANCE:
             # Back early from a delay bucket: wait out the rest without touching the code.
@@ -259,21 +259,24 @@ class Pipeline:
         )
 
     def expiry(
-        self, delivery: Delivery, fmt: BodyFormat, command: Command, received_at: float
+        self,
+        delivery: Delivery,
+        fmt: BodyFormat,
+        command: Command,
+        received_at: float,
+        first_seen: float,
     ) -> Reply | None:
         """``expired`` when the code is past its 72 h, else None.
 
         Without ``code_issued_at`` the code is at least as old as the command's
-        first delivery here, so a command deferred again and again still ends.
+        first delivery here (``first_seen``), so a command deferred again and
+        again still ends.
         """
         now = self.clock()
         issued_at = command.code_issued_at
         if issued_at is not None:
             age, path, what = now - issued_at, "code_issued_at", "response_code was issued"
         else:
-            first_seen = header_seconds(delivery.headers, FIRST_SEEN_HEADER)
-            if first_seen is None:
-                return None
             age, path, what = now - first_seen, None, "the command was first received"
         if age <= CODE_LIFETIME_SECONDS:
             return None

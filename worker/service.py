@@ -229,7 +229,7 @@ class Service:
                 log.warning("claims were gone at renewal and were written again", count=recreated)
 
     async def watch_store(self) -> None:
-        """Ping the state store twice a second so /readyz knows whether it answers."""
+        """Ping the state store twice a second: for /readyz, and to resume a paused consumer."""
         while True:
             await asyncio.sleep(STORE_CHECK_INTERVAL)
             try:
@@ -242,6 +242,7 @@ class Service:
                 if not self.store_ok:
                     log.info("state store answers again")
                 self.store_ok, self.store_detail = True, "ok"
+                await self.parts.consumer.store_answers()
 
     def readiness(self) -> Readiness:
         """Broker connected, consumer attached, state store answering."""

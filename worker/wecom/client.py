@@ -216,7 +216,7 @@ class WeComClient:
     async def _attempt(
         self, call: _Call, body: bytes, max_limiter_wait: float
     ) -> CallOutcome | None:
-        """One attempt: its outcome, or None to go again (after any backoff, already slept).
+        """One attempt: its outcome, or None to go again (after ``call.backoff``, if set).
 
         The budget is checked before each backoff (:meth:`_retry`); the immediate
         retries (a new token, once; a 45009, which the limiter then paces or
@@ -231,8 +231,15 @@ class WeComClient:
         corp_id = call.app.corp_id
         corp_slots = self._concurrency.slot(corp_id)
         if not await self._hold_slots(corp_slots, call):
-            if call.attempts == 0:  # never sent: a backlog waits its turn, WeCom did not fail
-                return self._no_place(call)
+            if call.attempts == 0:
+                # Never sent: a backlog behind a slow limit waits its turn here, and failing it
+                # would end commands WeCom never saw; they come back through the delay queue.
+                return self._deferred(
+                    call,
+                    NO_PLACE_DEFERRAL,
+                    f"no free place among corp {corp_id}'s calls in flight within the "
+                    f"{self._policy.budget:g} s retry budget",
+                )
             return self._exhausted(call)
         try:
             max_wait = max_limiter_wait
@@ -240,7 +247,12 @@ class WeComClient:
                 max_wait = max(max_wait, call.deadline - self._clock())
             slot = await self._limiter.acquire(corp_id, max_wait)
             if isinstance(slot, TooLong):
-                return self._deferred(call, slot.wait, max_wait)
+                return self._deferred(
+                    call,
+                    slot.wait,
+                    f"no rate-limit slot for corp {corp_id} within {max_wait:.1f} s "
+                    f"(next in {slot.wait:.1f} s)",
+                )
             self._observe_wait(corp_id, slot.waited)
             if (
                 call.before_send is not None
@@ -505,12 +517,11 @@ class WeComClient:
             attempts=call.attempts, errcode=call.errcode, errmsg=call.errmsg, error_message=message
         )
 
-    def _deferred(self, call: _Call, wait: float, max_wait: float) -> Deferred:
-        """No rate-limit slot within ``max_wait``: hand the command back, code not spent."""
-        corp_id = call.app.corp_id
+    def _deferred(self, call: _Call, wait: float, reason: str) -> Deferred:
+        """Hand the command back for ``wait`` seconds: nothing was sent in this attempt."""
         log.info(
             "wecom.deferred",
-            corp_id=corp_id,
+            corp_id=call.app.corp_id,
             agentid=call.app.agentid,
             attempt=call.attempts,
             errcode=call.errcode,
@@ -520,37 +531,7 @@ class WeComClient:
         return Deferred(
             attempts=call.attempts,
             until=self._wall_clock() + wait,
-            reason=(
-                f"no rate-limit slot for corp {corp_id} within {max_wait:.1f} s "
-                f"(next in {wait:.1f} s)"
-            ),
-            maybe_spent=call.maybe_spent,
-            errcode=call.errcode,
-            errmsg=call.errmsg,
-        )
-
-    def _no_place(self, call: _Call) -> Deferred:
-        """No place among the calls in flight for the whole budget, before any attempt.
-
-        The commands prefetched behind a slow rate limit wait here; failing them would end
-        commands WeCom never saw. They go back through the delay queue instead, after
-        ``NO_PLACE_DEFERRAL`` seconds, as a far rate-limit slot does.
-        """
-        log.info(
-            "wecom.deferred",
-            corp_id=call.app.corp_id,
-            agentid=call.app.agentid,
-            attempt=call.attempts,
-            wait=NO_PLACE_DEFERRAL,
-            maybe_spent=call.maybe_spent,
-        )
-        return Deferred(
-            attempts=call.attempts,
-            until=self._wall_clock() + NO_PLACE_DEFERRAL,
-            reason=(
-                f"no free place among corp {call.app.corp_id}'s calls in flight within the "
-                f"{self._policy.budget:g} s retry budget"
-            ),
+            reason=reason,
             maybe_spent=call.maybe_spent,
             errcode=call.errcode,
             errmsg=call.errmsg,
