@@ -163,7 +163,7 @@ async def test_a_nack_is_never_overtaken_by_a_multiple_ack_covering_it(seed: int
     """20 deliveries settled concurrently, some nacked: no frame order lets an ack cover a nack."""
     rng = random.Random(seed)
     channel = WireOrderChannel(rng)
-    acks = ChannelAcks(channel)  # type: ignore[arg-type]
+    acks = ChannelAcks(channel)
     for tag in range(1, 21):
         acks.delivered(tag)
     wanted = {tag: rng.random() < 0.3 for tag in range(1, 21)}  # True: nack

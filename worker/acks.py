@@ -8,10 +8,11 @@ behind a slow one (a command retrying for seconds) is settled on its own after
 a short delay, so a slow command never holds the prefetch window shut.
 
 Every frame (ack or nack) is written by the one flushing task, awaiting each
-write before the next. aiormq's write queue does not keep the order of
-concurrent writers, so a nack written by the caller's task could otherwise be
-overtaken by a multiple ack covering its tag: the broker would ack that
-delivery and then close the channel over the nack's unknown tag (406).
+write before the next. A channel whose writes could be reordered between
+concurrent writers (aiormq's write queue does that) would otherwise let a nack
+written by the caller's task be overtaken by a multiple ack covering its tag:
+the broker would ack that delivery and then close the channel over the nack's
+unknown tag (406).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import contextlib
 import enum
 import time
 from collections import deque
+from typing import Protocol
 
-import aiormq
 import structlog
 
 log = structlog.get_logger("worker.acks")
@@ -38,13 +39,30 @@ class Settle(enum.Enum):
     REJECT = "reject"  # nack without requeue: the queue's dead-letter exchange takes it
 
 
-CHANNEL_GONE = (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError)
+CHANNEL_GONE = (RuntimeError, ConnectionError)
+
+
+class AckChannel(Protocol):
+    """What settling needs of a channel (:class:`worker.amqp_link.LinkChannel`)."""
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the channel closed: its deliveries go back to the queue."""
+        ...
+
+    async def basic_ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+        """Ack one delivery, or every one up to it."""
+        ...
+
+    async def basic_nack(self, delivery_tag: int, *, requeue: bool = True) -> None:
+        """Nack one delivery."""
+        ...
 
 
 class ChannelAcks:
-    """Outstanding deliveries of one aiormq channel and the task that settles them."""
+    """Outstanding deliveries of one channel and the task that settles them."""
 
-    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+    def __init__(self, channel: AckChannel) -> None:
         self.channel = channel
         self.outstanding: deque[int] = deque()
         # Settled, not yet written; insertion order is settle order, so oldest first.

@@ -1,18 +1,18 @@
 """RabbitMQ: topology, the consumer, confirmed publishes, acks and the delay buckets.
 
-aio-pika owns the connection: a robust connection reconnects with backoff
-after the broker restarts and restores the channel, its QoS and the declared
-command queue. The hot path (deliveries, result publishes, acks) talks to
-aio-pika's underlying aiormq channel directly: that skips two message objects
-and a task per command, which is most of the client-side cost of AMQP.
-Nothing of aiormq leaves this module: the consumer gets a
+aio-pika owns the topology: a robust connection declares the queues and the
+delay buckets, reconnects with backoff after the broker restarts and declares
+the command queue again. The hot path (deliveries, result publishes, acks)
+runs on a second connection of its own, :class:`worker.amqp_link.AmqpLink`:
+frames built and read by hand, a delivery handed over without a task or a
+message object. Nothing of either leaves this module: the consumer gets a
 :class:`~worker.ports.Delivery` whose ``handle`` only this module reads.
 
 The known traps are handled here so the rest of the worker never sees them:
 an ack on a channel that died is dropped (the broker redelivers), a publish is
-bounded by a timeout and a number of tries, and a consumer that is gone (after
-a reconnect, or a broker-sent ``basic.cancel`` because its queue was deleted)
-is noticed within a second and consumed again.
+bounded by a timeout and a number of tries, and a consumer that is gone (its
+link closed, or a broker-sent ``basic.cancel`` because its queue was deleted)
+is noticed at once (or within a second) and consumed again on a new link.
 
 Results (:meth:`Broker.send_result`):
 
@@ -51,10 +51,10 @@ import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
 from worker.acks import ChannelAcks, Settle
+from worker.amqp_link import AmqpLink, Endpoint, LinkChannel, LinkGone, PublishNacked
 from worker.errors import BrokerError, PublishRefused, Unroutable
 from worker.ports import Delivery, OutgoingResult, ResultRoute
 from worker.redact import redact_url
@@ -69,23 +69,8 @@ DIRECT_REPLY_TO: Final = "amq.rabbitmq.reply-to"
 DELAY_BUCKETS: Final = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)  # seconds
 REDECLARE_RESULT_QUEUE_TRIES: Final = 2
 
-# A publish is tried again after these (on the restored channel, for the channel errors).
-RETRYABLE_PUBLISH: Final = (
-    aiormq.exceptions.DeliveryError,  # a nack: a full queue with reject-publish, no quorum...
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelClosed,
-    TimeoutError,
-    RuntimeError,
-    ConnectionError,
-)
-STALE_CHANNEL: Final = (
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelClosed,
-    RuntimeError,
-    ConnectionError,
-)
+# A link that is closed or cannot be opened is tried again after these.
+LINK_TROUBLE: Final = (LinkGone, OSError, TimeoutError)
 
 
 def vhost_of(url: str) -> str:
@@ -199,7 +184,7 @@ DeliveryHandler = Callable[[Delivery], None]
 
 
 class Broker:
-    """One robust connection with one channel (publisher confirms on) for everything.
+    """A robust connection for the topology and a link for deliveries, publishes and acks.
 
     Implements :class:`worker.ports.CommandTransport`.
     """
@@ -223,8 +208,9 @@ class Broker:
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractRobustChannel | None = None
         self.consumer_tag: str | None = None
-        self._consumer_channel: aiormq.abc.AbstractChannel | None = None
-        self._acks: dict[aiormq.abc.AbstractChannel, ChannelAcks] = {}
+        self.link: AmqpLink | None = None
+        self._link_opening: asyncio.Lock = asyncio.Lock()
+        self._acks: dict[LinkChannel, ChannelAcks] = {}
         self._handler: DeliveryHandler | None = None
         self._consuming = False
         self._paused = False
@@ -280,10 +266,30 @@ class Broker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self.connection.reconnect_callbacks.add(self._on_reconnect)
-        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        await self.channel.set_qos(prefetch_count=self.prefetch)
+        self.channel = await self.connection.channel(publisher_confirms=False)
         await self.declare()
+        await self._open_link()
         log.info("broker connected", prefetch=self.prefetch)
+
+    async def _open_link(self) -> AmqpLink:
+        """The open link, or a new one (raises one of ``LINK_TROUBLE`` if it cannot open)."""
+        async with self._link_opening:
+            link = self.link
+            if link is not None and not link.closed:
+                return link
+            link = AmqpLink(
+                Endpoint.from_url(self.url),
+                connection_name=f"{self.connection_name} (hot path)",
+                on_delivery=self._on_delivery,
+            )
+            try:
+                await link.open(prefetch=self.prefetch)
+            except BaseException:
+                await link.close()
+                raise
+            link.on_trouble = self._wake.set  # a lost link or consumer is replaced at once
+            self.link = link
+            return link
 
     async def declare(self) -> None:
         """Declare the three queues and the delay buckets; idempotent.
@@ -348,30 +354,27 @@ class Broker:
         self._watchdog = asyncio.create_task(self._watch(), name="amqp-consumer-watchdog")
 
     async def _start_consumer(self) -> None:
-        if self.channel is None or self._handler is None:
+        if self._handler is None:
             raise BrokerError("consume() before connect()")
-        channel = await self.channel.get_underlay_channel()
+        link = await self._open_link()
+        channel = link.channel
         for stale in [c for c in self._acks if c is not channel]:
             await self._acks.pop(stale).close()
         if channel not in self._acks:
             self._acks[channel] = ChannelAcks(channel)
-        ok = await channel.basic_consume(
-            self.topology.command_queue, self._on_delivery, no_ack=False
-        )
-        self.consumer_tag = ok.consumer_tag
-        self._consumer_channel = channel
+        self.consumer_tag = await link.consume(self.topology.command_queue)
         log.info("consuming", queue=self.topology.command_queue, consumer_tag=self.consumer_tag)
 
-    async def _on_delivery(self, message: DeliveredMessage) -> None:
-        tag = message.delivery_tag
-        acks = self._acks.get(message.channel)
-        if acks is None or tag is None or self._handler is None:  # pragma: no cover - aiormq
+    def _on_delivery(
+        self, channel: LinkChannel, tag: int, properties: spec.Basic.Properties, body: bytes
+    ) -> None:
+        acks = self._acks.get(channel)
+        if acks is None or self._handler is None:  # pragma: no cover - consumed after both
             return
         acks.delivered(tag)
-        properties = message.header.properties
         self._handler(
             Delivery(
-                body=message.body,
+                body=body,
                 content_type=properties.content_type,
                 content_encoding=properties.content_encoding,
                 reply_to=properties.reply_to,
@@ -432,12 +435,12 @@ class Broker:
     @property
     def consumer_attached(self) -> bool:
         """True while our consumer is registered on an open channel."""
-        channel = self._consumer_channel
+        link = self.link
         return (
-            channel is not None
-            and not channel.is_closed
+            link is not None
+            and not link.channel.is_closed
             and self.consumer_tag is not None
-            and self.consumer_tag in getattr(channel, "consumers", {})
+            and self.consumer_tag in link.channel.consumers
         )
 
     @property
@@ -459,7 +462,7 @@ class Broker:
                 await self._start_consumer()
             except BrokerError:
                 raise
-            except (aiormq.exceptions.AMQPError, TimeoutError, RuntimeError) as error:
+            except (aiormq.exceptions.AMQPError, RuntimeError, *LINK_TROUBLE) as error:
                 log.warning(
                     "re-consume failed, will retry", error=type(error).__name__, detail=str(error)
                 )
@@ -478,12 +481,11 @@ class Broker:
         await self._cancel_consumer()
 
     async def _cancel_consumer(self) -> None:
-        channel = self._consumer_channel
-        if channel is not None and not channel.is_closed and self.consumer_tag is not None:
+        link = self.link
+        if link is not None and self.consumer_tag is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(channel.basic_cancel(self.consumer_tag), 5.0)
+                await asyncio.wait_for(link.cancel(self.consumer_tag), 5.0)
         self.consumer_tag = None
-        self._consumer_channel = None
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -605,14 +607,14 @@ class Broker:
         for attempt in range(1, tries + 1):
             try:
                 await self._publish_once(body, routing_key, properties, mandatory=mandatory)
-            except aiormq.exceptions.PublishError:
-                raise Unroutable(routing_key) from None
-            except aiormq.exceptions.DeliveryError:
+            except Unroutable:
+                raise
+            except PublishNacked:
                 last = "the broker refused it (nack)"
             except TimeoutError:
                 last = f"no confirm within {self.publish_timeout:g} s"
-            except RETRYABLE_PUBLISH as error:
-                last = f"the channel was not usable ({type(error).__name__})"
+            except LINK_TROUBLE as error:
+                last = f"the channel was not usable ({type(error).__name__}: {error})"
             else:
                 return
             if attempt < tries:
@@ -629,18 +631,24 @@ class Broker:
     async def _publish_once(
         self, body: bytes, routing_key: str, properties: spec.Basic.Properties, *, mandatory: bool
     ) -> None:
-        if self.channel is None:
-            raise aiormq.exceptions.ChannelInvalidStateError("no channel yet")
-        # The concrete aiormq.Channel: its basic_publish can skip waiting for the socket drain.
-        channel = cast("aiormq.Channel", await self.channel.get_underlay_channel())
-        await channel.basic_publish(
-            body,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=mandatory,
-            timeout=self.publish_timeout,
-            wait=False,  # the broker's confirm is what counts, not the socket drain
-        )
+        confirmed = None
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                link = self.link
+                if link is None or link.closed:
+                    link = await self._open_link()
+                confirmed = link.publish(
+                    routing_key,
+                    properties.marshal(),
+                    body,
+                    mandatory=mandatory,
+                    message_id=properties.message_id,
+                )
+                await confirmed
+        except TimeoutError:
+            if confirmed is not None:
+                confirmed.cancel()
+            raise
 
     async def close(self) -> None:
         """Send the last acks, close the channel and the connection."""
@@ -648,6 +656,8 @@ class Broker:
         for acks in self._acks.values():
             await acks.close()
         self._acks.clear()
+        if self.link is not None:
+            await self.link.close()
         if self.connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.connection.close(), 10.0)
