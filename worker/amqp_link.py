@@ -4,9 +4,9 @@ aio-pika's robust connection keeps the topology (declarations, start-up
 refusals); this second connection carries the steady traffic with as little
 work per message as AMQP allows: one :class:`asyncio.Protocol`, frames cut
 and built by :mod:`worker.amqp_wire`, a delivery handed to its consumer from
-``data_received`` (no task, no queue, no message object), a publish written in
-one ``transport.write`` and confirmed through one future, an ack written at
-once, in the order it was asked for.
+``data_received`` (no task, no queue, no message object), a publish confirmed
+through one future, frames (publishes, acks) written in the order they were
+asked for, all of one event-loop turn in one ``transport.write``.
 
 One :class:`AmqpLink` is one TCP connection with one channel (prefetch, publisher
 confirms). It does not reconnect: when the broker closes it or the socket
@@ -163,6 +163,7 @@ class AmqpLink(asyncio.Protocol):
         self.close_reason = ""
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
+        self._outgoing: list[bytes] = []
         self._splitter = wire.FrameSplitter(self._frame, CLIENT_FRAME_MAX)
         self._waiter: tuple[tuple[type[Frame], ...], asyncio.Future[Frame]] | None = None
         self._rpc_lock = asyncio.Lock()
@@ -309,11 +310,26 @@ class AmqpLink(asyncio.Protocol):
         return future
 
     def write(self, data: bytes) -> None:
-        """Send bytes as they are (frames)."""
-        transport = self._transport
-        if transport is None or self.closed:
+        """Send frames, in order, with everything else written in this turn of the event loop.
+
+        Publishes and acks of many commands finish in the same turn; one
+        ``send`` for all of them instead of one each.
+        """
+        if self._transport is None or self.closed:
             raise LinkGone(self.close_reason or "not connected")
-        transport.write(data)
+        outgoing = self._outgoing
+        if not outgoing:
+            self._loop.call_soon(self._send_outgoing)
+        outgoing.append(data)
+
+    def _send_outgoing(self) -> None:
+        outgoing = self._outgoing
+        if not outgoing:
+            return
+        self._outgoing = []
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -506,6 +522,7 @@ class AmqpLink(asyncio.Protocol):
     def _shut(self, reason: str) -> None:
         if self.closed:
             return
+        self._send_outgoing()  # a CloseOk, acks of this turn
         self.closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
