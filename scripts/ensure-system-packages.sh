@@ -2,7 +2,7 @@
 # Make sure the Debian packages the tests run for real are installed: rabbitmq-server,
 # redis-server, prometheus (promtool and the server) and nodejs/npm (the schema checks of
 # Kubernetes custom resources and of docs/asyncapi.json fetch their validators from the npm
-# registry). Idempotent; prints one line on success.
+# registry), openssl (certificates for the TLS tests). Idempotent; prints one line on success.
 #
 # As root it installs what is missing. The tests start their own processes on loopback, so the
 # packages' system services must not run: a policy-rc.d forbids starting them during the install
@@ -10,7 +10,7 @@
 # are disabled so they do not start at the next boot either.
 set -eu
 
-PACKAGES="rabbitmq-server redis-server prometheus nodejs npm"
+PACKAGES="rabbitmq-server redis-server prometheus nodejs npm openssl"
 
 missing=""
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$missing rabbitmq-server"
@@ -18,6 +18,7 @@ command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing="$missing prometheus"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 
 if [ -z "$missing" ]; then
     echo "system packages present: $PACKAGES"

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiormq
 import pytest
@@ -329,3 +334,106 @@ def test_an_amqps_url_asks_for_tls_and_its_options() -> None:
     assert not endpoint.tls.check_hostname
     plain = Endpoint.from_url("amqp://127.0.0.1/")
     assert (plain.port, plain.vhost, plain.tls, plain.heartbeat) == (5672, "/", None, 60)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (made by the openssl command)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+class Relay:
+    """A listener on 127.0.0.1 that passes bytes both ways to a port, until told to go silent."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.silent = False
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction (dropping what comes while silent)."""
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if not self.silent:
+                    writer.write(data)
+                    await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def relay_to(port: int, tls: ssl.SSLContext | None = None) -> AsyncIterator[Relay]:
+    """A :class:`Relay` to ``port`` (TLS on the listening side if ``tls``)."""
+    relay = Relay()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(
+            relay.pipe(reader, upstream_writer), relay.pipe(upstream_reader, writer)
+        )
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+    relay.port = server.sockets[0].getsockname()[1]
+    try:
+        yield relay
+    finally:
+        server.close()
+
+
+def broker_port(amqp_url: str) -> int:
+    """The port of the test broker."""
+    port = urlsplit(amqp_url).port
+    assert port is not None
+    return port
+
+
+async def test_a_broker_gone_silent_closes_the_link_after_a_few_heartbeats(amqp_url: str) -> None:
+    """Given a 1 s heartbeat, when the broker's bytes stop coming, then the link closes by itself."""
+    async with relay_to(broker_port(amqp_url)) as relay:
+        opened = AmqpLink(
+            Endpoint.from_url(f"amqp://guest:guest@127.0.0.1:{relay.port}/?heartbeat=1"),
+            connection_name="t",
+            on_delivery=lambda *_: None,
+        )
+        await opened.open(prefetch=1)
+        relay.silent = True
+        async with asyncio.timeout(5):
+            await opened.wait_closed()
+    assert "no heartbeat" in opened.close_reason
+
+
+# asyncio's TLS listener leaks the socket of a handshake its client refused (the relay's, not ours).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_an_amqps_link_verifies_the_broker_and_carries_the_traffic(
+    amqp_url: str, certificate: tuple[Path, Path]
+) -> None:
+    """Given a broker behind TLS, when the URL names its CA, then publishes are confirmed over TLS;
+    without the CA the certificate is refused."""
+    cert, key = certificate
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    async with relay_to(broker_port(amqp_url), tls) as relay:
+        port = relay.port
+        url = f"amqps://guest:guest@127.0.0.1:{port}/?cafile={cert}"
+        opened = AmqpLink(Endpoint.from_url(url), connection_name="t", on_delivery=lambda *_: None)
+        await opened.open(prefetch=1)
+        try:
+            await opened.publish("no-such-queue-anywhere", b"\x00\x00", b"{}", mandatory=False)
+        finally:
+            await opened.close()
+        untrusted = AmqpLink(
+            Endpoint.from_url(f"amqps://guest:guest@127.0.0.1:{port}/"),
+            connection_name="t",
+            on_delivery=lambda *_: None,
+        )
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusted.open(prefetch=1)
