@@ -58,6 +58,7 @@ from bench.throughput import (  # noqa: E402 - needs ROOT on sys.path
     cpu_seconds,
     declare,
     group_cpu,
+    machine_busy,
     pids_with,
     prefill,
     simulator_calls,
@@ -68,6 +69,7 @@ from tests.worker_process import AGENT, CORP, SECRET  # noqa: E402
 
 SCENARIOS = ("sqlite-1", "redis-1", "redis-2", "redis-3")
 TARGET_REDIS_TO_SQLITE = 1.25
+TARGET_SCALING = {2: 1.8, 3: 2.5}  # N Redis replicas against one, while the machine has room
 READY_POLL = 0.01
 SETTLE = 0.5  # after the last replica is ready: its start-up work (store report, token) ends
 LISTENING = re.compile(r"simulator listening on (http://\S+)")
@@ -86,6 +88,8 @@ class Outcome:
     replica_cpu_s: list[float]
     redis_cpu_us_per_command: float | None
     broker_cpu_us_per_command: float | None
+    simulator_cpu_us_per_command: float
+    machine_busy: float  # share of all CPUs not idle during the window
     statuses: dict[str, int]
     simulator_calls: int | None
 
@@ -217,7 +221,7 @@ async def measure(
         sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", "--quiet",
         "--app", f"{CORP}:{AGENT}:{SECRET}",
     ]  # fmt: skip
-    rig.children.spawn(sim_name, sim_argv)
+    sim_pid = rig.children.spawn(sim_name, sim_argv)
     names = [f"{scenario}-{run}-r{index}" for index in range(replicas)]
     try:
         listening = await wait_for_line(rig.children, sim_name, LISTENING, 30.0)
@@ -240,6 +244,8 @@ async def measure(
         replicas_before = [cpu_seconds(pid) for pid in pids]
         redis_before = group_cpu(redis_pids)
         broker_before = group_cpu(rig.broker_pids) if rig.broker_pids else None
+        sim_before = cpu_seconds(sim_pid)
+        machine_before = machine_busy()
         started_at = time.monotonic()
         await publish()
         deadline = time.monotonic() + rig.args.timeout
@@ -253,6 +259,8 @@ async def measure(
         replica_cpu = [
             cpu_seconds(pid) - before for pid, before in zip(pids, replicas_before, strict=True)
         ]
+        machine_cpu = machine_busy() - machine_before
+        sim_cpu = cpu_seconds(sim_pid) - sim_before
         redis_cpu = group_cpu(redis_pids) - redis_before
         broker_cpu = (
             group_cpu(rig.broker_pids) - broker_before if broker_before is not None else None
@@ -275,6 +283,8 @@ async def measure(
         replica_cpu_s=[round(cpu, 3) for cpu in replica_cpu],
         redis_cpu_us_per_command=redis_cpu / n * 1e6 if store == "redis" else None,
         broker_cpu_us_per_command=broker_cpu / n * 1e6 if broker_cpu is not None else None,
+        simulator_cpu_us_per_command=sim_cpu / n * 1e6,
+        machine_busy=machine_cpu / (len(os.sched_getaffinity(0)) * seconds),
         statuses=dict(counter.statuses),
         simulator_calls=calls,
     )
@@ -295,7 +305,8 @@ def print_table(outcomes: list[Outcome]) -> None:
     """The scaling table and the Redis/SQLite ratio."""
     print(
         f"{'scenario':<10} {'replicas':>8} {'commands':>8} {'seconds':>8} {'cmd/s':>8} "
-        f"{'µs CPU/cmd':>10} {'CPU s per replica':<22} {'Redis µs/cmd':>12} {'broker µs/cmd':>13}"
+        f"{'µs CPU/cmd':>10} {'CPU s per replica':<22} {'Redis µs/cmd':>12} {'broker µs/cmd':>13} "
+        f"{'sim µs/cmd':>10} {'busy':>5}"
     )
     for o in outcomes:
         per_replica = " ".join(f"{cpu:.2f}" for cpu in o.replica_cpu_s)
@@ -303,7 +314,41 @@ def print_table(outcomes: list[Outcome]) -> None:
             f"{o.scenario:<10} {o.replicas:>8} {o.commands:>8} {o.seconds:>8.2f} {o.rate:>8,.0f} "
             f"{o.cpu_us_per_command:>10.0f} {per_replica:<22} "
             f"{fmt(o.redis_cpu_us_per_command, '.0f'):>12} "
-            f"{fmt(o.broker_cpu_us_per_command, '.0f'):>13}"
+            f"{fmt(o.broker_cpu_us_per_command, '.0f'):>13} "
+            f"{o.simulator_cpu_us_per_command:>10.0f} {o.machine_busy:>5.0%}"
+        )
+    print(
+        "busy: share of all CPUs in use during the window (every process); a machine near 100 % "
+        "has no room for another replica"
+    )
+
+
+def scaling(outcomes: list[Outcome]) -> dict[int, float]:
+    """redis-N's throughput over redis-1's, for N > 1."""
+    by_replicas = {o.replicas: o for o in outcomes if o.scenario.startswith("redis-")}
+    one = by_replicas.get(1)
+    if one is None:
+        return {}
+    return {n: o.rate / one.rate for n, o in sorted(by_replicas.items()) if n > 1}
+
+
+def print_scaling(outcomes: list[Outcome]) -> None:
+    """Each scaling target with its ratio, and whether the machine had room for it."""
+    by_replicas = {o.replicas: o for o in outcomes if o.scenario.startswith("redis-")}
+    for n, value in scaling(outcomes).items():
+        target = TARGET_SCALING.get(n)
+        if target is None:
+            continue
+        one = by_replicas[1]
+        # Every process's CPU per command: what one more replica would need room for.
+        cpu_per_command = one.machine_busy * len(os.sched_getaffinity(0)) / one.rate * 1e6
+        room = len(os.sched_getaffinity(0)) * 1e6 / cpu_per_command / one.rate
+        verdict = "MET" if value >= target else "NOT MET"
+        print(
+            f"  {verdict:<8} redis-{n} >= {target}x redis-1: {value:.2f}x "
+            f"(redis-1 keeps {one.machine_busy:.0%} of the CPUs busy at "
+            f"{cpu_per_command:,.0f} µs of machine CPU per command: the cores allow "
+            f"{room:.2f}x at most)"
         )
 
 
@@ -353,6 +398,8 @@ async def run(args: argparse.Namespace, rig: Rig) -> int:
     print()
     print_table(outcomes)
     redis_to_sqlite = ratio(outcomes)
+    print()
+    print_scaling(outcomes)
     if redis_to_sqlite is not None:
         verdict = "MET" if redis_to_sqlite <= TARGET_REDIS_TO_SQLITE else "NOT MET"
         print(
@@ -367,6 +414,7 @@ async def run(args: argparse.Namespace, rig: Rig) -> int:
         "cpus": len(os.sched_getaffinity(0)),
         "scenarios": [asdict(o) for o in outcomes],
         "redis_to_sqlite_cpu": redis_to_sqlite,
+        "scaling": scaling(outcomes),
         "problems": wrong,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
