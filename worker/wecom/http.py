@@ -34,6 +34,7 @@ import asyncio
 import ssl
 import zlib
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import urlsplit
 
@@ -64,29 +65,6 @@ class _BadAnswer(Exception):
 
 class _Connection(asyncio.Protocol):
     """One connection: sends a request, parses its answer and resolves the request's future."""
-
-    __slots__ = (
-        "_body_size",
-        "_buffer",
-        "_chunks",
-        "_deadline",
-        "_encoding",
-        "_keep_alive",
-        "_last_byte",
-        "_limits",
-        "_received",
-        "_remaining",
-        "_state",
-        "_status",
-        "_timer",
-        "_waiter",
-        "closed",
-        "idle_since",
-        "loop",
-        "lost",
-        "reusable",
-        "transport",
-    )
 
     transport: asyncio.Transport
 
@@ -425,15 +403,13 @@ def _decode(body: bytes, encoding: bytes, max_body: int) -> bytes:
     return decoded
 
 
+@dataclass(frozen=True, slots=True)
 class _Limits:
-    """Timeouts and sizes, shared by an origin's connections."""
+    """Timeouts (seconds) and the body size cap, shared by an origin's connections."""
 
-    __slots__ = ("max_body", "read", "total")
-
-    def __init__(self, read: float, total: float, max_body: int) -> None:
-        self.read = read
-        self.total = total
-        self.max_body = max_body
+    read: float
+    total: float
+    max_body: int
 
 
 class HttpOrigin:
