@@ -32,9 +32,10 @@ from worker.pipeline import HeldClaims, Pipeline
 from worker.ports import Delivery
 from worker.ratelimit import LocalRateLimiter, parse_rate_limit
 from worker.state.sqlite import SqliteStateStore
-from worker.wecom.client import WeComClient, create_session
+from worker.wecom.client import WeComClient
+from worker.wecom.http import HttpOrigin
 from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import TokenCache
+from worker.wecom.tokens import TokenCache, create_session
 
 MAX_BYTES = 64 * 1024
 """The size cap of the fuzz runs: small, so oversized inputs stay cheap to build."""
@@ -289,11 +290,11 @@ async def rejecting_pipeline(max_bytes: int = MAX_BYTES) -> AsyncIterator[Pipeli
         store = await SqliteStateStore.open(
             str(Path(state_dir) / "state.db"), owner="hostile", lease_seconds=5
         )
-        session = create_session(1)
+        session = create_session()
+        origin = HttpOrigin(UNUSED_API, max_connections=1)
         metrics = Metrics()
         client = WeComClient(
-            session,
-            UNUSED_API,
+            origin,
             tokens=TokenCache(session, UNUSED_API, metrics),
             limiter=LocalRateLimiter(parse_rate_limit("10/s")),
             concurrency=CorpConcurrency(1),
@@ -310,5 +311,6 @@ async def rejecting_pipeline(max_bytes: int = MAX_BYTES) -> AsyncIterator[Pipeli
                 max_limiter_wait=0.1,
             )
         finally:
+            await origin.close()
             await session.close()
             await store.close()

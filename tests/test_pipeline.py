@@ -24,9 +24,10 @@ from worker.pipeline import Defer, HeldClaims, Pipeline, Reply
 from worker.ports import CodeKey, Delivery
 from worker.ratelimit import LocalRateLimiter, parse_rate_limit
 from worker.state.sqlite import SqliteStateStore
-from worker.wecom.client import WeComClient, create_session
+from worker.wecom.client import WeComClient
+from worker.wecom.http import HttpOrigin
 from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import TokenCache
+from worker.wecom.tokens import TokenCache, create_session
 
 CORP, AGENT, SECRET = "ww-pipe", 1000002, "pipe-secret"
 
@@ -51,11 +52,11 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
         store = await SqliteStateStore.open(
             str(tmp_path / "state.db"), owner="test", lease_seconds=5
         )
-        session = create_session(8)
+        session = create_session()
+        origin = HttpOrigin(sim.url, max_connections=8)
         metrics = Metrics()
         client = WeComClient(
-            session,
-            sim.url,
+            origin,
             tokens=TokenCache(session, sim.url, metrics),
             limiter=LocalRateLimiter(parse_rate_limit(rate)),
             concurrency=CorpConcurrency(8),
@@ -75,6 +76,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
         try:
             yield Rig(pipeline, store, sim, claims)
         finally:
+            await origin.close()
             await session.close()
             await store.close()
 

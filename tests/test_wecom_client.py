@@ -1,7 +1,7 @@
 """WeComClient against the real simulator on port 0: every errcode path, retries, budgets, leaks.
 
-Each test builds the real parts (TokenCache, LocalRateLimiter, CorpConcurrency,
-Metrics) on one aiohttp session, with a retry budget of a second or two and
+Each test builds the real parts (TokenCache on an aiohttp session, HttpOrigin,
+LocalRateLimiter, CorpConcurrency, Metrics), with a retry budget of a second or two and
 backoffs of milliseconds. The wall clock handed to the client and the limiter
 starts at a chosen second of a minute, so 45009 blocks have a known length.
 """
@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
@@ -30,9 +29,10 @@ from worker.concurrency import CorpConcurrency
 from worker.metrics import Metrics, errcode_label
 from worker.ports import Answered
 from worker.ratelimit import LocalRateLimiter, Window
-from worker.wecom.client import UPDATE_TEMPLATE_CARD_PATH, WeComClient, create_session
+from worker.wecom.client import UPDATE_TEMPLATE_CARD_PATH, WeComClient
+from worker.wecom.http import READ_TIMEOUT, HttpOrigin
 from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import TokenCache
+from worker.wecom.tokens import TokenCache, create_session
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -110,25 +110,20 @@ async def harness(
     policy: RetryPolicy = FAST,
     wall_start: float = HOUR_START + 1.0,
     api_base: str | None = None,
-    client_timeout: aiohttp.ClientTimeout | None = None,
+    read_timeout: float = READ_TIMEOUT,
     window: Window | None = None,
 ) -> AsyncIterator[Harness]:
     """A simulator and a client on it; ``api_base`` overrides where update calls go."""
     async with run_simulator(config or SimulatorConfig(apps=(SIM_APP,))) as sim:
-        session = (
-            create_session(8)
-            if client_timeout is None
-            else create_session(8, timeout=client_timeout)
-        )
-        async with session:
+        origin = HttpOrigin(api_base or sim.url, max_connections=8, read_timeout=read_timeout)
+        async with create_session() as session:
             metrics = Metrics()
             tokens = TokenCache(session, sim.url, metrics)
             wall = wall_clock_from(wall_start)
             limiter = LocalRateLimiter([window or Window(10_000, 60)], wall_clock=wall)
             concurrency = CorpConcurrency(8)
             client = WeComClient(
-                session,
-                api_base or sim.url,
+                origin,
                 tokens=tokens,
                 limiter=limiter,
                 concurrency=concurrency,
@@ -137,7 +132,10 @@ async def harness(
                 policy=policy,
                 wall_clock=wall,
             )
-            yield Harness(sim, client, tokens, concurrency, metrics, wall)
+            try:
+                yield Harness(sim, client, tokens, concurrency, metrics, wall)
+            finally:
+                await origin.close()
 
 
 def with_faults(*faults: Fault) -> SimulatorConfig:
@@ -393,13 +391,12 @@ async def test_a_lost_answer_that_did_not_spend_the_code_is_settled_by_the_retry
 
 
 async def test_a_read_timeout_counts_as_maybe_sent() -> None:
-    """An answer slower than sock_read: the code may be spent, so the retry's 60140 is indeterminate."""
+    """An answer slower than the read timeout: the code may be spent, the retry's 60140 indeterminate."""
     fault = Fault(kind="slow_answer", response_code="rc-slow", delay_ms=400)
-    timeout = aiohttp.ClientTimeout(total=5, connect=1, sock_read=0.1)
-    async with harness(with_faults(fault), client_timeout=timeout) as h:
+    async with harness(with_faults(fault), read_timeout=0.1) as h:
         outcome = await h.call(body("rc-slow"))
         assert (outcome.status, outcome.errcode) == ("indeterminate", 60140)
-        assert "SocketTimeoutError" in (outcome.error_message or "")
+        assert "AnswerLost: read timeout" in (outcome.error_message or "")
 
 
 async def test_a_refused_connection_is_retried_then_retries_exhausted_not_spent() -> None:
@@ -412,7 +409,7 @@ async def test_a_refused_connection_is_retried_then_retries_exhausted_not_spent(
         assert (outcome.spent, outcome.maybe_spent) == (False, False)
         assert outcome.attempts >= 2
         assert h.calls("network") == outcome.attempts
-        assert "ClientConnectorError" in (outcome.error_message or "")
+        assert "ConnectFailed" in (outcome.error_message or "")
 
 
 async def test_45033_lowers_the_corps_concurrency_and_the_retry_succeeds() -> None:

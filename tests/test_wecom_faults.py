@@ -27,9 +27,10 @@ from worker.pipeline import Defer, HeldClaims, Pipeline, Reply
 from worker.ports import Delivery
 from worker.ratelimit import LocalRateLimiter, parse_rate_limit
 from worker.state.sqlite import SqliteStateStore
-from worker.wecom.client import WeComClient, create_session
+from worker.wecom.client import WeComClient
+from worker.wecom.http import HttpOrigin
 from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import TokenCache
+from worker.wecom.tokens import TokenCache, create_session
 
 CORP, AGENT, SECRET = "ww-faults", 1000002, "faults-secret"
 BUDGET, CALL_TIMEOUT, MARGIN = 1.0, 0.3, 1.5
@@ -49,12 +50,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async with run_simulator(SimulatorConfig(apps=(SimApp(CORP, AGENT, SECRET),))) as sim:
         store = await SqliteStateStore.open(str(tmp_path / "state.db"), owner="faults")
         session = create_session(
-            8, timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT, connect=CALL_TIMEOUT)
+            timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT, connect=CALL_TIMEOUT)
+        )
+        origin = HttpOrigin(
+            sim.url, max_connections=8, connect_timeout=CALL_TIMEOUT, total_timeout=CALL_TIMEOUT
         )
         metrics = Metrics()
         client = WeComClient(
-            session,
-            sim.url,
+            origin,
             tokens=TokenCache(session, sim.url, metrics),
             limiter=LocalRateLimiter(parse_rate_limit("1000/s")),
             concurrency=CorpConcurrency(8),
@@ -72,6 +75,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         try:
             yield Rig(pipeline, sim)
         finally:
+            await origin.close()
             await session.close()
             await store.close()
 

@@ -10,9 +10,12 @@
     │   ├── Unroutable        a mandatory publish had no queue
     │   └── PublishRefused    the broker kept nacking or not confirming a publish
     ├── UnknownApp            a command names an app the worker has no credentials for
-    └── TokenError
-        ├── TokenRejected     gettoken refused the credentials
-        └── TokenUnavailable  gettoken could not be reached, or answered -1 / 5xx
+    ├── TokenError
+    │   ├── TokenRejected     gettoken refused the credentials
+    │   └── TokenUnavailable  gettoken could not be reached, or answered -1 / 5xx
+    └── HttpError             an update call's HTTP exchange gave no answer
+        ├── ConnectFailed     no connection: not a byte of the request was sent
+        └── AnswerLost        the request may have reached the server; no complete answer
 
 Messages never contain a secret or an access token: they are logged and some
 end up in results.
@@ -101,3 +104,24 @@ class TokenUnavailable(TokenError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"gettoken unavailable: {reason}")
+
+
+class HttpError(WorkerError):
+    """An HTTP exchange of :mod:`worker.wecom.http` ended without a complete answer.
+
+    The subclass says whether the request may have reached the server, which
+    decides whether a response_code may have been spent. The message says what
+    happened; it never contains the request's target (the access_token is in it).
+    """
+
+
+class ConnectFailed(HttpError):
+    """No connection (DNS, refused, connect or TLS timeout, TLS failure): nothing was sent."""
+
+
+class AnswerLost(HttpError):
+    """The request was handed to the connection and no complete, well-formed answer came back.
+
+    Reset, end of stream before the answer's end, read or call timeout, a malformed
+    or oversized answer: the server may have processed the request.
+    """

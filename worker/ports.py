@@ -2,7 +2,7 @@
 
 The pipeline (:mod:`worker.pipeline`) is written against these Protocols only;
 the adapters (SQLite or Redis state store, in-process or Redis rate limiter,
-the aiohttp WeCom client) implement them. Nothing here does I/O.
+the WeCom client) implement them. Nothing here does I/O.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 :func:`build_parts` is an async context manager over an :class:`AsyncExitStack`:
 each part is registered with its close as soon as it exists, so a failure half
 way through start-up closes exactly what was opened, and a normal exit closes
-the broker first (its last acks), then the HTTP session, then the state store.
+the broker first (its last acks), then WeCom's connections and the gettoken
+session, then the state store.
 Which state store, rate limiter and token store is decided here, by the
 scheme of ``WECOM_STATE_URL``; nothing else looks at it.
 """
@@ -11,7 +12,7 @@ scheme of ``WECOM_STATE_URL``; nothing else looks at it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,9 +29,10 @@ from worker.ports import RateLimiter, StateStore
 from worker.ratelimit import LocalRateLimiter
 from worker.redis_target import RedisTarget, connect_redis
 from worker.settings import Settings
-from worker.wecom.client import WeComClient, create_session
+from worker.wecom.client import WeComClient
+from worker.wecom.http import CONNECT_TIMEOUT, READ_TIMEOUT, HttpOrigin
 from worker.wecom.retry import RetryPolicy
-from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore
+from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore, create_session
 
 ACTIVE_PER_CALL = 4  # commands worked on at once per place in flight (decode, record, publish)
 REDIS_TIMEOUT = 1.0  # seconds per Redis call: a frozen Redis fails a command, never hangs it
@@ -70,12 +72,21 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
     """
     async with contextlib.AsyncExitStack() as stack:
         shared = await open_shared(settings, stack)
-        timeout = aiohttp.ClientTimeout(
-            total=settings.call_timeout, connect=min(5.0, settings.call_timeout)
-        )
-        session = create_session(
-            settings.concurrency, timeout=timeout, trace_configs=fault_traces(settings.fault_point)
-        )
+        total = settings.call_timeout
+        connect = min(CONNECT_TIMEOUT, total)
+        try:
+            origin = HttpOrigin(
+                settings.api_base,
+                max_connections=settings.concurrency,
+                connect_timeout=connect,
+                read_timeout=min(READ_TIMEOUT, total),
+                total_timeout=total,
+                on_request_written=request_written_hook(settings.fault_point),
+            )
+        except ValueError as exc:
+            raise SettingsError("WECOM_API_BASE", str(exc)) from None
+        stack.push_async_callback(origin.close)
+        session = create_session(timeout=aiohttp.ClientTimeout(total=total, connect=connect))
         stack.push_async_callback(session.close)
         concurrency = shared.concurrency
         metrics.watch_corps(
@@ -85,8 +96,7 @@ async def build_parts(settings: Settings, metrics: Metrics) -> AsyncIterator[Par
             prefetch=settings.prefetch,
         )
         caller = WeComClient(
-            session,
-            settings.api_base,
+            origin,
             tokens=TokenCache(session, settings.api_base, metrics, store=shared.tokens),
             limiter=shared.limiter,
             concurrency=concurrency,
@@ -197,17 +207,8 @@ async def open_redis_shared(
     )
 
 
-def fault_traces(fault: FaultPoint | None) -> list[aiohttp.TraceConfig]:
-    """The ``request_written`` fault point: fires once a request's body went out (tests only)."""
+def request_written_hook(fault: FaultPoint | None) -> Callable[[], None] | None:
+    """The ``request_written`` fault point: fires once an update request went out (tests only)."""
     if fault is None or fault.point != "request_written":
-        return []
-
-    async def on_chunk_sent(
-        _session: object, _context: object, params: aiohttp.TraceRequestChunkSentParams
-    ) -> None:
-        if params.method == "POST":  # update_template_card, not gettoken
-            fault("request_written")
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_chunk_sent.append(on_chunk_sent)
-    return [trace]
+        return None
+    return lambda: fault("request_written")

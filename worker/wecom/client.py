@@ -1,18 +1,20 @@
 """update_template_card over HTTP: token, rate-limit slot, POST, errcode, retry.
 
-One :class:`WeComClient` per process, on one shared ``aiohttp.ClientSession``.
-Each attempt: a token from :class:`TokenCache`, a slot from the corp's
-:class:`~worker.ports.RateLimiter`, a place among the corp's calls in flight
-(:class:`~worker.concurrency.CorpConcurrency`) and the process's
+One :class:`WeComClient` per process, on one :class:`~worker.wecom.http.HttpOrigin`
+(keep-alive connections to WeCom; gettoken goes through :class:`TokenCache`'s
+aiohttp session). Each attempt: a token from :class:`TokenCache`, a slot from
+the corp's :class:`~worker.ports.RateLimiter`, a place among the corp's calls in
+flight (:class:`~worker.concurrency.CorpConcurrency`) and the process's
 (``WECOM_CONCURRENCY``), then one POST. The answer is classified by
 :func:`worker.wecom.errcodes.classify`.
 
 Whether the code may be spent decides every ending, so each failure is sorted:
 
-* before the request was sent: connection refused, DNS, connect timeout
-  (``ClientConnectorError``, ``ConnectionTimeoutError``) -- cannot have spent it;
-* after it may have been sent: read timeouts, the server closing the
-  connection, a broken or non-JSON answer, errcode -1 -- may have spent it;
+* before the request was sent: connection refused, DNS, connect or TLS
+  timeout (``ConnectFailed``) -- cannot have spent it;
+* after it may have been sent: read or call timeouts, the server closing the
+  connection, a broken or non-JSON answer (``AnswerLost``), errcode -1 -- may
+  have spent it;
 * HTTP 5xx: an answer saying the request failed; treated as not spent, except
   504 (a gateway gave up waiting for a backend that may still have done the work);
   429 is retried like 5xx, any other non-200 status fails the call.
@@ -42,12 +44,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 import structlog
-from yarl import URL
 
-from worker.errors import TokenRejected, TokenUnavailable
+from worker.errors import AnswerLost, ConnectFailed, TokenRejected, TokenUnavailable
 from worker.metrics import errcode_label
 from worker.ports import Answered, CallOutcome, Deferred, NotSent, TooLong, Unsettled
 from worker.wecom.errcodes import Action, classify, frequency_block_until
@@ -63,40 +63,19 @@ if TYPE_CHECKING:
     from worker.concurrency import CorpLimits, CorpSlots
     from worker.metrics import Metrics
     from worker.ports import RateLimiter
+    from worker.wecom.http import HttpOrigin
     from worker.wecom.tokens import TokenCache
 
 log = structlog.get_logger("worker.wecom.client")
 
 UPDATE_TEMPLATE_CARD_PATH: Final = "/cgi-bin/message/update_template_card"
-DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=15.0, connect=5.0, sock_read=10.0)
-TOKEN_CONNECTIONS: Final = 4  # pool room for gettoken beside the update calls
 CLAIM_RECHECK_AFTER: Final = 1.0  # seconds of waiting before the first send re-asserts the claim
 NO_PLACE_DEFERRAL: Final = 1.0  # seconds: a command that found no place in flight comes back
-_JSON_HEADERS: Final = {"Content-Type": "application/json"}
 _HTTP_OK: Final = 200
-_MAX_CACHED_URLS: Final = 64
+_MAX_CACHED_TARGETS: Final = 64
 _HTTP_TOO_MANY_REQUESTS: Final = 429
 _HTTP_SERVER_ERROR: Final = 500
 _HTTP_GATEWAY_TIMEOUT: Final = 504
-
-
-def create_session(
-    max_connections: int,
-    *,
-    timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
-    trace_configs: list[aiohttp.TraceConfig] | None = None,
-) -> aiohttp.ClientSession:
-    """The one ClientSession of a process: pooled keep-alive connections, explicit timeouts.
-
-    Call it inside the running event loop; ``max_connections`` is WECOM_CONCURRENCY
-    (a few more are allowed for gettoken). Close it when the service stops.
-    """
-    connector = aiohttp.TCPConnector(
-        limit=max_connections + TOKEN_CONNECTIONS, ttl_dns_cache=300, keepalive_timeout=15.0
-    )
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, raise_for_status=False, trace_configs=trace_configs
-    )
 
 
 class _Answer(msgspec.Struct):
@@ -140,8 +119,7 @@ class WeComClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        api_base: str,
+        origin: HttpOrigin,
         *,
         tokens: TokenCache,
         limiter: RateLimiter,
@@ -154,15 +132,14 @@ class WeComClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """Call ``api_base`` through ``session``; ``max_in_flight`` is WECOM_CONCURRENCY.
+        """Call update_template_card on ``origin``; ``max_in_flight`` is WECOM_CONCURRENCY.
 
         ``jitter`` draws uniformly from [0, 1) for the backoff, ``sleep`` waits
         between retries, ``clock`` (monotonic) times the budget, ``wall_clock``
         (Unix seconds) dates 45009 blocks and deferrals; tests replace them.
         """
-        self._session = session
-        self._url_prefix = api_base.rstrip("/") + UPDATE_TEMPLATE_CARD_PATH + "?access_token="
-        self._urls: dict[str, URL] = {}
+        self._origin = origin
+        self._targets: dict[str, bytes] = {}
         self._tokens = tokens
         self._limiter = limiter
         self._concurrency = concurrency
@@ -306,11 +283,11 @@ class WeComClient:
         corp_id = app.corp_id
         call.attempts += 1
         try:
-            status, payload = await self._post(self._url_for(token), body)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            status, payload = await self._post(self._target_for(token), body)
+        except ConnectFailed as exc:
             self._count_call(corp_id, "network")
             return await self._retry(call, "connect", describe_error(exc, token, app.secret))
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except AnswerLost as exc:
             problem = describe_error(exc, token, app.secret)
             call.may_have_reached_wecom(problem)
             self._count_call(corp_id, "network")
@@ -328,22 +305,23 @@ class WeComClient:
         call.errcode, call.errmsg = answer.errcode, answer.errmsg
         return await self._act(call, classify(answer.errcode), answer, token)
 
-    def _url_for(self, token: str) -> URL:
-        """The call's URL for a token, parsed once per token (tokens live for hours)."""
-        url = self._urls.get(token)
-        if url is None:
-            if len(self._urls) >= _MAX_CACHED_URLS:
-                self._urls.clear()
-            url = URL(self._url_prefix + quote(token, safe=""), encoded=True)
-            self._urls[token] = url
-        return url
+    def _target_for(self, token: str) -> bytes:
+        """The call's request target for a token, encoded once per token (tokens live for hours)."""
+        target = self._targets.get(token)
+        if target is None:
+            if len(self._targets) >= _MAX_CACHED_TARGETS:
+                self._targets.clear()
+            target = self._origin.target(
+                f"{UPDATE_TEMPLATE_CARD_PATH}?access_token={quote(token, safe='')}"
+            )
+            self._targets[token] = target
+        return target
 
-    async def _post(self, url: URL, body: bytes) -> tuple[int, bytes]:
+    async def _post(self, target: bytes, body: bytes) -> tuple[int, bytes]:
         """One POST (its places in flight already held): (status, body)."""
         started = time.perf_counter()
         try:
-            async with self._session.post(url, data=body, headers=_JSON_HEADERS) as response:
-                return response.status, await response.read()
+            return await self._origin.post(target, body)
         finally:
             self._metrics.api_latency.observe(time.perf_counter() - started)
 
