@@ -45,10 +45,11 @@ WARM_UP = 500  # calls before each measured run: connections open, code paths wa
 Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 
 
-def start_simulator() -> tuple[subprocess.Popen[str], str]:
+def start_simulator(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     """The simulator on a free port, and its base URL."""
+    argv = [sys.executable, "-m", "simulator", "--quiet", "--port", "0"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--latency-ms", "0", "--quiet", "--port", "0"],
+        [*argv, "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -62,12 +63,12 @@ def start_simulator() -> tuple[subprocess.Popen[str], str]:
     sys.exit("the simulator did not start")
 
 
-def bodies(run: str, count: int) -> list[bytes]:
+def bodies(run: str, count: int, agent: int = AGENT) -> list[bytes]:
     """Button-mode update requests, one response_code each."""
     return [
         msgspec.json.encode(
             {
-                "agentid": AGENT,
+                "agentid": agent,
                 "response_code": f"bench-{run}-{i:06d}",
                 "button": {"replace_name": "done"},
             }
@@ -137,17 +138,17 @@ async def origin_client(
 CLIENTS = {"aiohttp": aiohttp_client, "http.py": origin_client}
 
 
-async def fetch_token(api_base: str) -> str:
-    """The demo app's token."""
+async def fetch_token(api_base: str, corp: str = CORP, secret: str = SECRET) -> str:
+    """An app's token (the demo app's by default)."""
     async with aiohttp.ClientSession() as session:
-        params = {"corpid": CORP, "corpsecret": SECRET}
+        params = {"corpid": corp, "corpsecret": secret}
         async with session.get(f"{api_base}/cgi-bin/gettoken", params=params) as response:
             return str((await response.json())["access_token"])
 
 
 async def main(args: argparse.Namespace) -> None:
     """Interleaved runs, then the table."""
-    simulator, api_base = start_simulator()
+    simulator, api_base = start_simulator(args.latency_ms)
     try:
         token = await fetch_token(api_base)
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
@@ -188,6 +189,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="the simulator's answer delay (default 0)"
+    )
     return parser.parse_args()
 
 

@@ -68,6 +68,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))  # tests/ is not an installed package
 
+from bench.http_client import bodies as update_bodies  # noqa: E402
+from bench.http_client import drive, fetch_token, origin_client  # noqa: E402
 from tests.services import RabbitMQNode, RedisServer, free_port  # noqa: E402 - needs ROOT on sys.path
 from tests.worker_process import AGENT, CORP, SECRET  # noqa: E402 - same
 from worker.amqp import Topology  # noqa: E402 - same
@@ -93,6 +95,7 @@ TARGET_CEILING_RATIO = 1.0  # worker-0ms (SQLite) throughput / the bare loop's
 TARGET_REDIS_CEILING_RATIO = 0.8  # worker-redis-0ms throughput / the bare loop's
 TARGET_CPU_RATIO = 1.0  # worker-0ms CPU per command / the bare loop's per message
 TARGET_BOUND_RATIO = 0.98  # worker-100ms / (WECOM_CONCURRENCY / latency)
+BARE_HTTP_CALLS = 5000  # calls of the bare HTTP loop against worker-100ms's simulator
 TARGET_ADDED_P50_MS = 2.0  # steady-50ms: publish to result, minus the WeCom call
 TARGET_ADDED_P99_MS = 10.0
 TARGET_RSS_MIB = 60.0
@@ -702,6 +705,10 @@ async def measure_worker(
             feed=feed,
         )
         outcome.simulator_calls = await simulator_calls(api_base)
+        if scenario == "worker-100ms":
+            outcome.extra["bare_http_rate"] = await bare_http_rate(
+                api_base, bench.args.concurrency, min(outcome.commands, BARE_HTTP_CALLS)
+            )
         if keep_calls:
             outcome.extra["call_times"] = await simulator_call_times(api_base)
     finally:
@@ -711,6 +718,23 @@ async def measure_worker(
         outcome.bound_rate = bench.args.concurrency / (latency_ms / 1000)
         outcome.ratio_to_bound = outcome.rate / outcome.bound_rate
     return outcome
+
+
+async def bare_http_rate(api_base: str, concurrency: int, calls: int) -> float:
+    """What the simulator allows: ``concurrency`` coroutines doing nothing but update calls.
+
+    Run in this process once the worker stopped, with the worker's HTTP client: the
+    simulator answers a burst of calls one after another, so even a loop without a
+    worker stays a few percent under ``concurrency / latency``.
+    """
+    token = await fetch_token(api_base, CORP, SECRET)
+    post, close = await origin_client(api_base, token, concurrency)
+    try:
+        requests = update_bodies(secrets.token_hex(3), calls, AGENT)
+        _, wall = await drive(post, requests, concurrency)
+    finally:
+        await close()
+    return calls / wall
 
 
 def worker_env(
@@ -1071,6 +1095,7 @@ def verdicts(outcomes: list[Outcome]) -> list[dict[str, Any]]:
             slow.ratio_to_bound,
             TARGET_BOUND_RATIO,
         )
+        found.extend(bare_http_figures(slow))
     found.extend(latency_verdicts(by_name))
     for o in outcomes:
         if o.scenario not in {"ceiling", "steady-ceiling"}:
@@ -1088,6 +1113,20 @@ def verdicts(outcomes: list[Outcome]) -> list[dict[str, Any]]:
         }
     )
     return found
+
+
+def bare_http_figures(slow: Outcome) -> list[dict[str, Any]]:
+    """What the simulator of worker-100ms allows without a worker, and the worker's share of it."""
+    bare = slow.extra.get("bare_http_rate")
+    if not bare or not slow.bound_rate:
+        return []
+    figures = {
+        "bare HTTP loop on worker-100ms's simulator (no worker; shown): x concurrency/latency": (
+            bare / slow.bound_rate
+        ),
+        "worker-100ms / that bare HTTP loop (shown)": slow.rate / bare,
+    }
+    return [{"target": name, "value": round(v, 3), "met": None} for name, v in figures.items()]
 
 
 def latency_verdicts(by_name: dict[str, Outcome]) -> list[dict[str, Any]]:
