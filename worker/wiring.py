@@ -34,7 +34,7 @@ from worker.wecom.http import CONNECT_TIMEOUT, READ_TIMEOUT, HttpOrigin
 from worker.wecom.retry import RetryPolicy
 from worker.wecom.tokens import MemoryTokenStore, TokenCache, TokenStore, create_session
 
-ACTIVE_PER_CALL = 2  # commands worked on per place in flight: one calling, one claiming or recording
+ACTIVE_PER_CALL = 2  # commands worked on per place in flight: one calling, one before or after
 REDIS_TIMEOUT = 1.0  # seconds per Redis call: a frozen Redis fails a command, never hangs it
 # WAIT blocks the connection up to its timeout when no replica acknowledges: it must answer
 # well inside the socket timeout, or the call fails as a timeout and the connection is dropped.
