@@ -1,6 +1,6 @@
 """Where the CPU goes: a cProfile of ``throughput.py --profile DIR`` summarised per command.
 
-    .venv/bin/python bench/profile_report.py DIR/worker-0ms.prof [--commands 20000] [--top 30]
+    .venv/bin/python bench/profile_report.py DIR/worker-0ms.prof [--commands N] [--top 30]
     .venv/bin/python bench/profile_report.py DIR/worker-0ms.pyisession
 
 Own time (``tottime``) is grouped by area: the library (or worker module) the
@@ -253,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     """Print the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("profile", type=Path)
-    parser.add_argument("--commands", type=int, default=20_000, help="commands in the window")
+    parser.add_argument(
+        "--commands",
+        type=int,
+        help="commands in the window (default: what throughput.py wrote beside the profile)",
+    )
     parser.add_argument("--top", type=int, default=30, help="functions to list by own time")
     args = parser.parse_args(argv)
     if args.profile.suffix == ".pyisession":
@@ -261,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         profile = load_cprofile(args.profile)
     n = args.commands
+    if n is None:
+        beside = args.profile.with_suffix(".commands")
+        if not beside.exists():
+            parser.error(f"no {beside.name} beside the profile: give --commands")
+        n = int(beside.read_text())
     total = profile.total
     print(f"{args.profile}: {profile.kind}; {total:.2f} s profiled, {n} commands")
     print(f"  {total / n * 1e6:.0f} µs per command under the profiler")
