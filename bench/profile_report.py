@@ -249,6 +249,14 @@ def load_pyinstrument(path: Path) -> Profile:
     )
 
 
+def window_size(profile: Path, parser: argparse.ArgumentParser) -> int:
+    """The commands of the profiled window, as throughput.py wrote them beside the profile."""
+    beside = profile.with_suffix(".commands")
+    if not beside.exists():
+        parser.error(f"no {beside.name} beside the profile: give --commands")
+    return int(beside.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -264,12 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_pyinstrument(args.profile)
     else:
         profile = load_cprofile(args.profile)
-    n = args.commands
-    if n is None:
-        beside = args.profile.with_suffix(".commands")
-        if not beside.exists():
-            parser.error(f"no {beside.name} beside the profile: give --commands")
-        n = int(beside.read_text())
+    n = args.commands if args.commands is not None else window_size(args.profile, parser)
     total = profile.total
     print(f"{args.profile}: {profile.kind}; {total:.2f} s profiled, {n} commands")
     print(f"  {total / n * 1e6:.0f} µs per command under the profiler")

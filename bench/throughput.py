@@ -517,6 +517,9 @@ async def run_scenario(bench: Bench, scenario: str, count: int) -> Outcome:
                 latency = 100.0 if scenario == "worker-100ms" else 0.0
                 outcome = await measure_worker(bench, scenario, queues, counter, latency)
             outcome.prefill_seconds = prefill_seconds
+            profile = bench.profile_path(scenario)
+            if profile is not None:  # profile_report.py reads the window's size from here
+                profile.with_suffix(".commands").write_text(f"{outcome.commands}\n")
         finally:
             with contextlib.suppress(Exception):
                 await channel.basic_cancel(consumer_tag)
@@ -1221,9 +1224,6 @@ async def run(
                 count = args.count_steady
             outcome = await run_scenario(bench, scenario, count)
             outcomes.append(outcome)
-            profile = bench.profile_path(scenario)
-            if profile is not None:  # profile_report.py reads the window's size from here
-                profile.with_suffix(".commands").write_text(f"{outcome.commands}\n")
             print(
                 f"  {scenario}: {outcome.commands} in {outcome.seconds:.2f} s "
                 f"= {outcome.rate:,.0f}/s, {outcome.cpu_us_per_command:.0f} µs CPU per command"
