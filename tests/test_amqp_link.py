@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import ssl
 import subprocess
@@ -235,7 +236,8 @@ async def test_a_queue_that_refuses_gives_a_nack(
 async def test_a_channel_the_broker_closes_fails_what_waits_and_refuses_later_acks(
     link: tuple[AmqpLink, list[Received]],
 ) -> None:
-    """Given an ack of a tag never delivered, when the broker closes the channel, then all is gone."""
+    """Given an ack of a tag never delivered, when the broker closes the channel, then the link
+    closes with it (its only channel) and refuses acks and publishes."""
     # Given
     opened, _ = link
     channel = opened.channel
@@ -244,6 +246,9 @@ async def test_a_channel_the_broker_closes_fails_what_waits_and_refuses_later_ac
     await until(lambda: channel.is_closed)
     # Then
     assert "406" in opened.close_reason
+    async with asyncio.timeout(5):
+        await opened.wait_closed()
+    assert opened.closed
     with pytest.raises(LinkGone):
         await channel.basic_ack(1)
     with pytest.raises(LinkGone):
@@ -437,3 +442,5 @@ async def test_an_amqps_link_verifies_the_broker_and_carries_the_traffic(
         )
         with pytest.raises(ssl.SSLCertVerificationError):
             await untrusted.open(prefetch=1)
+        await asyncio.sleep(0.1)
+    gc.collect()  # what the relay leaked goes now, under this test's filter, not in a later test

@@ -284,8 +284,8 @@ class Broker:
             )
             try:
                 await link.open(prefetch=self.prefetch)
-            except BaseException:
-                await link.close()
+            except BaseException as error:
+                link.abort(f"could not open: {type(error).__name__}")
                 raise
             link.on_trouble = self._wake.set  # a lost link or consumer is replaced at once
             self.link = link

@@ -272,6 +272,10 @@ class AmqpLink(asyncio.Protocol):
                 )
         self._shut("closed by the worker")
 
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once, without the closing handshake (it failed to open)."""
+        self._fail(reason)
+
     async def wait_closed(self) -> None:
         """Until the connection is gone."""
         await asyncio.shield(self._lost)
@@ -459,9 +463,8 @@ class AmqpLink(asyncio.Protocol):
         if isinstance(method, spec.Channel.Close):
             with contextlib.suppress(LinkGone):
                 self.write(wire.encode_method(channel, spec.Channel.CloseOk()))
-            self._channel_closed(
-                f"the broker closed the channel: {method.reply_code} {method.reply_text}"
-            )
+            # The link's only channel: without it the link is no use; its owner opens another.
+            self._fail(f"the broker closed the channel: {method.reply_code} {method.reply_text}")
             return
         if isinstance(method, spec.Basic.Cancel):
             self.channel.consumers.discard(method.consumer_tag)
