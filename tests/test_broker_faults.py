@@ -20,7 +20,7 @@ import pytest
 
 from simulator import App as SimApp
 from simulator import SimulatorConfig, run_simulator
-from tests.e2e import Stack, accepted
+from tests.e2e import Stack, accepted, wait_for
 from tests.services import LOOPBACK, RabbitMQNode, free_port
 from tests.worker_process import AGENT, CORP, SECRET, WorkerProcess, command, queue_topology
 from wecom_card_contracts import decode_result
@@ -250,3 +250,45 @@ async def test_delay_buckets_dead_letter_at_least_once(stack: Stack) -> None:
             channel = await connection.channel()
             with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
                 await channel.declare_queue(name, durable=True, arguments=weaker)
+
+
+def hot_path_connections(rabbitmq: RabbitMQNode) -> list[str]:
+    """The Erlang pids of the workers' hot-path connections (named ``… (hot path)``)."""
+    listing = rabbitmq.ctl("list_connections", "pid", "client_properties")
+    return [line.split("\t", 1)[0] for line in listing.splitlines() if "(hot path)" in line]
+
+
+async def test_a_hot_path_connection_the_broker_closes_is_replaced_and_nothing_is_lost(
+    rabbitmq: RabbitMQNode, tmp_path: Path, queue_prefix: str
+) -> None:
+    """The broker closes the deliveries' connection with calls in flight: a new one is opened at
+    once, every command ends `ok`, no code is sent twice, and work goes on."""
+    config = SimulatorConfig(apps=(SimApp(CORP, AGENT, SECRET),), latency_ms=1000)
+    async with run_simulator(config) as sim:
+        stack = Stack(sim=sim, amqp_url=rabbitmq.url, tmp=tmp_path, prefix=queue_prefix)
+        try:
+            worker = await stack.worker()
+            async with stack.upstream() as up:
+                for i in range(20):
+                    await up.publish(command(f"hot-{i}", f"rc-hot-{i}"))
+                await asyncio.sleep(0.3)  # every call in flight, every delivery unacked
+                (pid,) = await asyncio.to_thread(hot_path_connections, rabbitmq)
+                await asyncio.to_thread(rabbitmq.ctl, "close_connection", pid, "test closes it")
+                await wait_for(lambda: len(hot_path_connections(rabbitmq)) == 1, timeout=10)
+                await wait_for(worker.ready, timeout=10)
+                await up.publish(command("hot-after", "rc-hot-after"))
+                results: dict[str, str] = {}
+                replays = 0
+                deadline = time.monotonic() + 60
+                while (len(results) < 21 or not replays) and time.monotonic() < deadline:
+                    for message in await up.take("WECOM_RESULT_QUEUE", 1, timeout=60):
+                        result = decode_result(message.body)
+                        results.setdefault(str(result.command_id), result.status)
+                        replays += result.replayed
+        finally:
+            for started in stack.workers:
+                started.close()
+    assert results == {**{f"hot-{i}": "ok" for i in range(20)}, "hot-after": "ok"}
+    # Acks that went to the closed channel: those commands came back and got their stored results.
+    assert replays >= 1
+    assert max(accepted(sim, f"rc-hot-{i}") for i in range(20)) == 1
