@@ -342,7 +342,7 @@ def print_scaling(outcomes: list[Outcome]) -> None:
         one = by_replicas[1]
         # Every process's CPU per command: what one more replica would need room for.
         cpu_per_command = one.machine_busy * len(os.sched_getaffinity(0)) / one.rate * 1e6
-        room = len(os.sched_getaffinity(0)) * 1e6 / cpu_per_command / one.rate
+        room = 1 / one.machine_busy  # all the CPUs busy at that cost per command
         verdict = "MET" if value >= target else "NOT MET"
         print(
             f"  {verdict:<8} redis-{n} >= {target}x redis-1: {value:.2f}x "

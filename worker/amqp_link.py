@@ -174,7 +174,6 @@ class AmqpLink(asyncio.Protocol):
         self._silent = 0
         self._heartbeat: asyncio.TimerHandle | None = None
         self._lost = self._loop.create_future()
-        self.blocked = False
         # Called when the link closes or the broker cancels a consumer: its owner acts at once.
         self.on_trouble: Callable[[], None] | None = None
 
@@ -368,7 +367,9 @@ class AmqpLink(asyncio.Protocol):
         method = wire.method_id(payload)
         if channel == CHANNEL:
             if method == wire.DELIVER:
-                self._deliver(wire.Deliver(payload))
+                # Every delivery goes to on_delivery, whatever its consumer tag: its owner
+                # must know every tag before it acks ``multiple`` (an unseen one would be acked).
+                self._content = _Content(wire.delivery_tag(payload), None)
                 return
             if method == wire.ACK:
                 self._confirmed(*wire.decode_confirm(payload), None)
@@ -377,8 +378,7 @@ class AmqpLink(asyncio.Protocol):
                 self._confirmed(*wire.decode_confirm(payload), PublishNacked())
                 return
             if method == wire.RETURN:
-                _code, _text, routing_key = wire.decode_return(payload)
-                self._content = _Content(0, routing_key)
+                self._content = _Content(0, wire.returned_to(payload))
                 return
         self._method(channel, wire.decode_method(channel, payload))
 
@@ -403,11 +403,6 @@ class AmqpLink(asyncio.Protocol):
         content.received += len(payload)
         if content.received >= content.size:
             self._content_done(content, b"".join(content.chunks))
-
-    def _deliver(self, deliver: wire.Deliver) -> None:
-        # Every delivery goes to on_delivery, whatever its consumer tag: its owner must
-        # know every tag before it acks ``multiple`` (a tag it never saw would be acked).
-        self._content = _Content(deliver.delivery_tag, None)
 
     def _content_done(self, content: _Content, body: bytes) -> None:
         self._content = None
@@ -453,11 +448,9 @@ class AmqpLink(asyncio.Protocol):
             self._fail(f"the broker closed the connection: {method.reply_code} {method.reply_text}")
             return
         if isinstance(method, spec.Connection.Blocked):
-            self.blocked = True
             log.warning("the broker blocked publishing", reason=method.reason)
             return
         if isinstance(method, spec.Connection.Unblocked):
-            self.blocked = False
             log.info("the broker unblocked publishing")
             return
         if isinstance(method, spec.Channel.Close):

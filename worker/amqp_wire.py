@@ -28,7 +28,8 @@ FRAME_BODY: Final = 3
 FRAME_HEARTBEAT: Final = 8
 FRAME_END: Final = 0xCE
 FRAME_END_BYTE: Final = b"\xce"
-FRAME_OVERHEAD: Final = 8  # type, channel, size; the end octet
+FRAME_HEAD_SIZE: Final = 7  # type, channel, size
+FRAME_OVERHEAD: Final = FRAME_HEAD_SIZE + 1  # and the end octet
 MAX_SHORT_STR: Final = 255
 PROTOCOL_HEADER: Final = b"AMQP\x00\x00\x09\x01"
 HEARTBEAT: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
@@ -68,22 +69,9 @@ def encode_method(channel: int, method: Frame) -> bytes:
     return pamqp_frame.marshal(method, channel)
 
 
-def _short_str(payload: bytes, offset: int) -> tuple[str, int]:
-    end = offset + 1 + payload[offset]
-    return payload[offset + 1 : end].decode(), end
-
-
-class Deliver:
-    """``basic.deliver``: which consumer, the delivery tag and whether it is a redelivery."""
-
-    __slots__ = ("consumer_tag", "delivery_tag", "exchange", "redelivered", "routing_key")
-
-    def __init__(self, payload: bytes) -> None:
-        self.consumer_tag, offset = _short_str(payload, 4)
-        self.delivery_tag: int = _U64.unpack_from(payload, offset)[0]
-        self.redelivered = bool(payload[offset + 8] & 1)
-        self.exchange, offset = _short_str(payload, offset + 9)
-        self.routing_key, _ = _short_str(payload, offset)
+def delivery_tag(payload: bytes) -> int:
+    """The delivery tag of a ``basic.deliver`` (after its consumer tag); the rest is not needed."""
+    return int(_U64.unpack_from(payload, 5 + payload[4])[0])
 
 
 def decode_confirm(payload: bytes) -> tuple[int, bool]:
@@ -91,13 +79,11 @@ def decode_confirm(payload: bytes) -> tuple[int, bool]:
     return _U64.unpack_from(payload, 4)[0], bool(payload[12] & 1)
 
 
-def decode_return(payload: bytes) -> tuple[int, str, str]:
-    """``basic.return``: (reply code, reply text, routing key)."""
-    code = int.from_bytes(payload[4:6], "big")
-    text, offset = _short_str(payload, 6)
-    _exchange, offset = _short_str(payload, offset)
-    routing_key, _ = _short_str(payload, offset)
-    return code, text, routing_key
+def returned_to(payload: bytes) -> str:
+    """The routing key of a ``basic.return`` (after its reply code, reply text and exchange)."""
+    offset = 7 + payload[6]  # past the reply code and the reply text
+    offset += 1 + payload[offset]  # past the exchange
+    return payload[offset + 1 : offset + 1 + payload[offset]].decode()
 
 
 def decode_header(payload: bytes) -> tuple[int, spec.Basic.Properties]:
@@ -171,15 +157,15 @@ class FrameSplitter:
         offset = 0
         unpack = _FRAME_HEAD.unpack_from
         sink = self._sink
-        while size - offset >= FRAME_OVERHEAD - 1:
+        while size - offset >= FRAME_HEAD_SIZE:
             kind, channel, length = unpack(data, offset)
             if length > self.max_size:
                 raise FrameError(f"a frame of {length} bytes is over frame_max {self.max_size}")
-            end = offset + 7 + length
+            end = offset + FRAME_HEAD_SIZE + length
             if end >= size:
                 break
             if data[end] != FRAME_END:
                 raise FrameError(f"frame type {kind} on channel {channel} does not end with 0xCE")
-            sink(kind, channel, data[offset + 7 : end])
+            sink(kind, channel, data[offset + FRAME_HEAD_SIZE : end])
             offset = end + 1
         self._buffer = data[offset:] if offset < size else b""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 from redis.exceptions import RedisError
 
-from worker.concurrency import CorpSlots
+from worker.concurrency import CorpConcurrency
 from worker.redis_lua import LUA_NOW, LuaScript
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ return cap
 )
 
 
-class SharedCorpConcurrency:
-    """Like :class:`worker.concurrency.CorpConcurrency`, with each corp's limit shared in Redis.
+class SharedCorpConcurrency(CorpConcurrency):
+    """:class:`worker.concurrency.CorpConcurrency`, with each corp's limit shared in Redis.
 
     ``start()`` it to follow the other replicas' cuts; ``close()`` it when done.
     """
@@ -96,15 +96,12 @@ class SharedCorpConcurrency:
         idle_seconds: float = 600.0,
     ) -> None:
         """Allow up to ``maximum`` calls in flight per corp per replica (WECOM_CONCURRENCY)."""
-        if maximum < 1:
-            raise ValueError(f"maximum must be at least 1, got {maximum}")
-        self.maximum = maximum
+        super().__init__(maximum)
         self._connection = connection
         self._prefix = prefix
         self._refresh_interval = refresh_interval
         self._cut_gap_us = round(cut_gap * 1_000_000)
         self._idle_ms = round(idle_seconds * 1000)
-        self._corps: dict[str, CorpSlots] = {}
         self._successes: dict[str, int] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -131,13 +128,6 @@ class SharedCorpConcurrency:
                 task.cancel()
         self._refresher = None
 
-    def slot(self, corp_id: str) -> CorpSlots:
-        """The corp's slots in this replica: ``async with concurrency.slot(corp_id): call()``."""
-        slots = self._corps.get(corp_id)
-        if slots is None:
-            slots = self._corps[corp_id] = CorpSlots(self.maximum)
-        return slots
-
     def congested(self, corp_id: str) -> None:
         """WeCom answered 45033: halve the corp's limit here at once and for every replica."""
         slots = self.slot(corp_id)
@@ -159,15 +149,6 @@ class SharedCorpConcurrency:
         self._successes[corp_id] = 0
         slots.set_limit(slots.limit + 1)  # at once here; Redis says what the others did
         self._spawn(self._update(corp_id, _GROW, [self.maximum, self._idle_ms]))
-
-    def limit(self, corp_id: str) -> int:
-        """The corp's current limit of calls in flight (as this replica applies it)."""
-        slots = self._corps.get(corp_id)
-        return self.maximum if slots is None else slots.limit
-
-    def limits(self) -> dict[str, int]:
-        """The current limit of every corp seen so far, for metrics."""
-        return {corp_id: slots.limit for corp_id, slots in self._corps.items()}
 
     async def refresh(self) -> None:
         """Take the shared limit of every corp seen so far (one pipelined round trip)."""

@@ -49,7 +49,15 @@ import structlog
 
 from worker.errors import AnswerLost, ConnectFailed, TokenRejected, TokenUnavailable
 from worker.metrics import errcode_label
-from worker.ports import Answered, CallOutcome, Deferred, NotSent, TooLong, Unsettled
+from worker.ports import (
+    Answered,
+    CallOutcome,
+    Deferred,
+    NotSent,
+    NotSentErrorCode,
+    TooLong,
+    Unsettled,
+)
 from worker.wecom.errcodes import Action, classify, frequency_block_until
 from worker.wecom.retry import RetryPolicy
 from worker.wecom.tokens import describe_error
@@ -445,14 +453,7 @@ class WeComClient:
             ending += f"; last: {call.problem}"
         if call.maybe_spent:
             return self._unknown(call, ending)
-        self._log_ending(call, "failed", "retries_exhausted", ending)
-        return NotSent(
-            attempts=call.attempts,
-            errcode=call.errcode,
-            errmsg=call.errmsg,
-            error_code="retries_exhausted",
-            error_message=ending,
-        )
+        return self._not_sent(call, "retries_exhausted", ending)
 
     def _refused(self, call: _Call, message: str, *, answered: bool) -> CallOutcome:
         """A refusal retrying cannot fix: ``failed``, or ``indeterminate`` after a lost answer.
@@ -464,12 +465,16 @@ class WeComClient:
             return self._unknown(call, message)
         if answered:
             return self._answered_refusal(call, message, spent=False)
-        self._log_ending(call, "failed", "wecom_error", message)
+        return self._not_sent(call, "wecom_error", message)
+
+    def _not_sent(self, call: _Call, error_code: NotSentErrorCode, message: str) -> NotSent:
+        """``failed`` with nothing accepted by WeCom: the code was not spent."""
+        self._log_ending(call, "failed", error_code, message)
         return NotSent(
             attempts=call.attempts,
             errcode=call.errcode,
             errmsg=call.errmsg,
-            error_code="wecom_error",
+            error_code=error_code,
             error_message=message,
         )
 
